@@ -158,15 +158,481 @@ def load_config(path: str | Path) -> Config:
 # ======================================================================================================================
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) in one visible place."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present, else CPU; anything else is passed to torch.device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
+    """Mixed precision by construction: a no-op context when amp is 'none'."""
+    if amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
+    """Log to the console and, on rank 0, to RUN_DIR/log.txt. Other ranks only log warnings."""
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    log.addHandler(console)
+    if run_dir is not None and rank == 0:
+        fh = logging.FileHandler(Path(run_dir) / "log.txt")
+        fh.setFormatter(fmt)
+        log.addHandler(fh)
+
+
 # ======================================================================================================================
 # Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021)
 # ======================================================================================================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
 
 
+class Attention(nn.Module):
+    """Multi-head self-attention over the middle axis of (B, L, D), through F.scaled_dot_product_attention.
+
+    Parameter names (qkv, proj) equal timm's ViT and the official TimeSformer, so their weights load as they are.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # 3,B,h,L,d
+        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # B,h,L,d
+        return self.proj(x.transpose(1, 2).reshape(B, L, D))
+
+
+class DividedSpaceTimeBlock(nn.Module):
+    """One TimeSformer block: temporal attention, then spatial attention, then MLP (reference.md section 5).
+
+    Tokens are (B, 1 + N*T, D): the cls token, then patches ordered space-major, time-minor (index n*T + t), as in
+    the official code, so that a position's T tokens are contiguous and temporal attention needs no copy.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
+        from timm.layers import DropPath, Mlp
+        super().__init__()
+        self.temporal_norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.temporal_attn = Attention(dim, num_heads)
+        self.temporal_fc = nn.Linear(dim, dim)
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        B, L, D = x.shape
+        N = (L - 1) // T
+        cls, xt = x[:, :1], x[:, 1:]  # (B,1,D), (B,N*T,D)
+        # 1. Temporal attention among the T tokens of each spatial position; temporal_fc starts at zero, so an
+        #    ImageNet-initialised model begins as a per-frame ViT.
+        r = self.temporal_attn(self.temporal_norm1(xt.reshape(B * N, T, D)))  # (B*N, T, D)
+        xt = xt + self.temporal_fc(self.drop_path(r).reshape(B, N * T, D))
+        # 2. Spatial attention among the N patches of each frame, with the cls token repeated into every frame.
+        xs = xt.view(B, N, T, D).transpose(1, 2).reshape(B * T, N, D)  # (B*T, N, D)
+        xs = torch.cat([cls.expand(B, T, D).reshape(B * T, 1, D), xs], dim=1)  # (B*T, 1+N, D)
+        r = self.drop_path(self.attn(self.norm1(xs)))  # (B*T, 1+N, D)
+        cls_r = r[:, 0].view(B, T, D).mean(dim=1, keepdim=True)  # the frames' cls outputs are averaged: (B,1,D)
+        r = r[:, 1:].reshape(B, T, N, D).transpose(1, 2).reshape(B, N * T, D)  # back to n*T + t order
+        x = torch.cat([cls, xt], dim=1) + torch.cat([cls_r, r], dim=1)
+        # 3. MLP.
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class TimeSformer(nn.Module):
+    """TimeSformer with divided space-time attention. Input (B, C, T, H, W) float, output (B, num_classes) logits.
+
+    The forward runs in stages so that training can change tokens between them:
+        patchify (B,C,T,H,W) -> (B,T,N,D)  ->  token_hook (e.g. Tube TokenMix)  ->  embed -> (B,1+N*T,D)
+        -> blocks -> head.
+    """
+
+    def __init__(self, num_classes: int, num_frames: int = 8, img_size: int = 224, patch_size: int = 16,
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 drop_path: float = 0.1, head_dropout: float = 0.0, in_chans: int = 3):
+        from timm.layers import PatchEmbed, trunc_normal_
+        super().__init__()
+        self.num_classes, self.num_frames, self.embed_dim = num_classes, num_frames, embed_dim
+        self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)  # per-frame 16x16 conv
+        N = self.patch_embed.num_patches
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + N, embed_dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, num_frames, embed_dim))  # zero: T=1 is exactly a ViT
+        dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # stochastic depth grows linearly
+        self.blocks = nn.ModuleList(DividedSpaceTimeBlock(embed_dim, num_heads, mlp_ratio, p) for p in dpr)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.head_drop = nn.Dropout(head_dropout)
+        self.head = nn.Linear(embed_dim, num_classes)
+        self.grad_checkpointing = False
+
+        trunc_normal_(self.pos_embed, std=0.02)
+        trunc_normal_(self.cls_token, std=0.02)
+        self.apply(self._init_weights)
+        for blk in self.blocks:  # zero temporal_fc in every block (the official code skips block 0)
+            nn.init.zeros_(blk.temporal_fc.weight)
+            nn.init.zeros_(blk.temporal_fc.bias)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        from timm.layers import trunc_normal_
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    @classmethod
+    def from_preset(cls, arch: str, num_classes: int, **kw) -> "TimeSformer":
+        """TimeSformer.from_preset('base', 101, num_frames=8) -- a named size plus any constructor keyword."""
+        if arch not in ARCH_PRESETS:
+            raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCH_PRESETS)}")
+        return cls(num_classes=num_classes, **{**ARCH_PRESETS[arch], **kw})
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        self.grad_checkpointing = enable
+
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) video -> (B, T, N, D) patch tokens, before any position or time embedding."""
+        B, C, T, H, W = x.shape
+        if T != self.num_frames:
+            raise ValueError(f"model was built for {self.num_frames} frames, got a clip of {T} "
+                             "(set --num-frames, or load the weights into a model of the clip length)")
+        x = x.transpose(1, 2).reshape(B * T, C, H, W)  # free when x is a permuted (B,T,C,H,W) tensor
+        return self.patch_embed(x).view(B, T, -1, self.embed_dim)  # (B,T,N,D)
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, D) patch tokens -> (B, 1 + N*T, D): add pos_embed per frame, then time_embed per position."""
+        B, T, N, D = tokens.shape
+        x = tokens + self.pos_embed[:, 1:].unsqueeze(1)  # same spatial position embedding in every frame
+        x = x.transpose(1, 2) + self.time_embed.unsqueeze(1)  # (B,N,T,D): same time embedding at every position
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(B, 1, D)
+        return torch.cat([cls, x.reshape(B, N * T, D)], dim=1)
+
+    def forward_blocks(self, x: torch.Tensor, T: int) -> torch.Tensor:
+        for blk in self.blocks:
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(blk, x, T, use_reentrant=False)
+            else:
+                x = blk(x, T)
+        return x
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        # LayerNorm is per token, so normalising only the cls token equals norm(x)[:, 0].
+        return self.head(self.head_drop(self.norm(x[:, 0])))
+
+    def forward(self, x: torch.Tensor, token_hook: Callable[[torch.Tensor], torch.Tensor] | None = None):
+        tokens = self.patchify(x)  # (B,T,N,D)
+        if token_hook is not None:  # may change the batch size, e.g. append token-mixed clips
+            tokens = token_hook(tokens)
+        T = tokens.shape[1]
+        return self.forward_head(self.forward_blocks(self.embed(tokens), T))
+
+
+def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: int) -> TimeSformer:
+    model = TimeSformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size,
+                        patch_size=mcfg.patch_size, embed_dim=mcfg.embed_dim, depth=mcfg.depth,
+                        num_heads=mcfg.num_heads, mlp_ratio=mcfg.mlp_ratio, drop_path=mcfg.drop_path,
+                        head_dropout=mcfg.head_dropout)
+    model.set_grad_checkpointing(mcfg.grad_checkpointing)
+    return model
+
+
 # ======================================================================================================================
 # Checkpoint loading and conversion
 # ======================================================================================================================
+
+# Formats that load_pretrained accepts, detected from the keys (never from the file name alone):
+#   vit      timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under 'model'/'state_dict'/'model_state'
+#   official the official TimeSformer .pyth: {'model_state': {'model.<key>': ...}, 'cfg', 'epoch', ...}
+#   hf       HF transformers TimesformerForVideoClassification (a directory, model.safetensors or pytorch_model.bin)
+#   ours     a fullsvformer checkpoint: {'format': 'fullsvformer', 'model': ..., 'ema': ...}; PATH:teacher picks 'ema'
+
+HF_BLOCK_KEYS = {  # HF name inside timesformer.encoder.layer.<i>. -> our name inside blocks.<i>.
+    "layernorm_before": "norm1",
+    "attention.attention.qkv": "attn.qkv",
+    "attention.output.dense": "attn.proj",
+    "temporal_layernorm": "temporal_norm1",
+    "temporal_attention.attention.qkv": "temporal_attn.qkv",
+    "temporal_attention.output.dense": "temporal_attn.proj",
+    "temporal_dense": "temporal_fc",
+    "layernorm_after": "norm2",
+    "intermediate.dense": "mlp.fc1",
+    "output.dense": "mlp.fc2",
+}
+HF_TOP_KEYS = {
+    "timesformer.embeddings.cls_token": "cls_token",
+    "timesformer.embeddings.position_embeddings": "pos_embed",
+    "timesformer.embeddings.time_embeddings": "time_embed",
+    "timesformer.embeddings.patch_embeddings.projection": "patch_embed.proj",
+    "timesformer.layernorm": "norm",
+    "classifier": "head",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded as asked: the message names the file and the offending keys."""
+
+
+@dataclass
+class LoadReport:
+    source: str
+    format: str
+    loaded: list[str] = field(default_factory=list)  # copied as they are
+    adapted: dict[str, str] = field(default_factory=dict)  # key -> what was done (copied, resized, ...)
+    initialized: list[str] = field(default_factory=list)  # not in the checkpoint, kept at the model's init
+    ignored: list[str] = field(default_factory=list)  # in the checkpoint, deliberately not used (e.g. the head)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {self.source} ({self.format}): {len(self.loaded)} tensors as they are"]
+        lines += [f"  adapted {k}: {v}" for k, v in self.adapted.items()]
+        if self.initialized:
+            lines.append(f"  kept at init (not in the checkpoint): {', '.join(self.initialized)}")
+        if self.ignored:
+            lines.append(f"  ignored: {', '.join(self.ignored)}")
+        return "\n".join(lines)
+
+
+def _abbrev(keys, n: int = 10) -> str:
+    keys = sorted(keys)
+    return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def resolve_timm_cache(name: str, cache_dir: str | None = None) -> Path:
+    """Find the weights of timm model `name` (e.g. vit_base_patch16_224.orig_in21k_ft_in1k) in the local caches.
+
+    Nothing is downloaded: the error says which file to fetch and where to pass it.
+    """
+    import timm.models
+    try:
+        pcfg = timm.models.get_pretrained_cfg(name)
+    except Exception:
+        pcfg = None
+    if pcfg is None:
+        raise CheckpointError(f"timm:{name}: timm {timm.__version__} knows no pretrained tag of that name")
+    tried = []
+    if pcfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            hit = try_to_load_from_cache(pcfg.hf_hub_id, fname, cache_dir=cache_dir)
+            if isinstance(hit, str) and Path(hit).is_file():
+                return Path(hit)
+            tried.append(f"huggingface cache: {pcfg.hf_hub_id}/{fname}")
+    if pcfg.url:
+        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(pcfg.url).name
+        if hub.is_file():
+            return hub
+        tried.append(f"torch hub cache: {hub}")
+    where = (f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id
+             else pcfg.url)
+    raise CheckpointError(f"timm:{name} is not in the local caches (looked in: {'; '.join(tried)}). "
+                          f"Download {where} on a machine with internet and pass it as --pretrained /path/to/file")
+
+
+def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
+    """Read a checkpoint file or directory into a flat {key: tensor} dict. Returns (state, format, path).
+
+    The format is one of vit/official/hf/ours (see above). Wrappers ('model', 'state_dict', 'model_state') and the
+    'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes are removed.
+    """
+    source = str(source)
+    which = "student"
+    if source.startswith("timm:"):
+        path = resolve_timm_cache(source[5:])
+    else:
+        path = Path(source)
+        if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
+            path, which = Path(source.rsplit(":", 1)[0]), source.rsplit(":", 1)[1]
+    if path.is_dir():  # an HF model directory
+        for fname in ("model.safetensors", "pytorch_model.bin"):
+            if (path / fname).is_file():
+                path = path / fname
+                break
+        else:
+            raise CheckpointError(f"{path} is a directory without model.safetensors or pytorch_model.bin "
+                                  "(expected a HF transformers Timesformer directory, or pass a checkpoint file)")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            obj = load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    else:
+        try:  # mmap avoids a second copy of large checkpoints; legacy (non-zip) files cannot be mapped
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            try:
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as e:
+                raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True: "
+                                      f"{str(e).splitlines()[0][:300]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping of tensors)")
+
+    fmt = None
+    if obj.get("format") == "fullsvformer":
+        key = {"student": "model", "teacher": "ema"}[which]
+        if not isinstance(obj.get(key), dict):
+            raise CheckpointError(f"{path} is a fullsvformer checkpoint without '{key}' weights")
+        obj, fmt = obj[key], "ours"
+    elif which != "student":
+        raise CheckpointError(f"{path}: ':{which}' is only meaningful for fullsvformer checkpoints")
+    else:
+        for wrapper in ("model_state", "state_dict", "model"):
+            if isinstance(obj.get(wrapper), dict):
+                obj = obj[wrapper]
+                break
+    state = {}
+    for k, v in obj.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; "
+                                  "expected a model state dict")
+        for prefix in ("module.", "_orig_mod."):
+            k = k[len(prefix):] if k.startswith(prefix) else k
+        state[k] = v
+    if not state:
+        raise CheckpointError(f"{path} holds no tensors")
+    if fmt is None:
+        if any(k.startswith(("timesformer.", "classifier.")) for k in state):
+            fmt = "hf"
+        elif all(k.startswith("model.") for k in state):
+            fmt, state = "official", {k[len("model."):]: v for k, v in state.items()}
+        elif any(".temporal_attn." in k for k in state):
+            fmt = "official"  # official layout without the 'model.' prefix (e.g. re-saved)
+        elif any(k.startswith("blocks.") for k in state):
+            fmt = "vit"
+        else:
+            raise CheckpointError(f"{path}: keys look like no supported format (timm ViT, official TimeSformer, "
+                                  f"HF Timesformer, fullsvformer); first keys: {_abbrev(state, 5)}")
+    if fmt == "hf":
+        state = hf_to_timesformer_keys(state, str(path))
+    return state, fmt, str(path)
+
+
+def hf_to_timesformer_keys(state: dict[str, torch.Tensor], where: str = "") -> dict[str, torch.Tensor]:
+    """Rename HF transformers Timesformer keys to the official TimeSformer names (reference.md section 5)."""
+    import re
+    out, unknown = {}, []
+    for k, v in state.items():
+        name, _, param = k.rpartition(".")
+        m = re.fullmatch(r"timesformer\.encoder\.layer\.(\d+)\.(.+)", name)
+        if m and m.group(2) in HF_BLOCK_KEYS:
+            out[f"blocks.{m.group(1)}.{HF_BLOCK_KEYS[m.group(2)]}.{param}"] = v
+        elif name in HF_TOP_KEYS:
+            out[f"{HF_TOP_KEYS[name]}.{param}"] = v
+        elif k in HF_TOP_KEYS:  # parameters without a '.weight' suffix (cls_token, embeddings)
+            out[HF_TOP_KEYS[k]] = v
+        else:
+            unknown.append(k)
+    if unknown:
+        raise CheckpointError(f"{where}: HF Timesformer keys with no TimeSformer equivalent: {_abbrev(unknown)}")
+    return out
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, num_patches: int) -> torch.Tensor:
+    """(1, 1+N_old, D) -> (1, 1+N_new, D): bicubic on the square 2-D patch grid; the cls position is kept."""
+    cls, grid = pos_embed[:, :1], pos_embed[:, 1:]
+    old, new = math.isqrt(grid.shape[1]), math.isqrt(num_patches)
+    if old * old != grid.shape[1] or new * new != num_patches:
+        raise CheckpointError(f"pos_embed: cannot resize a non-square grid ({grid.shape[1]} -> {num_patches})")
+    D = grid.shape[-1]
+    grid = grid.reshape(1, old, old, D).permute(0, 3, 1, 2).float()  # (1,D,h,w)
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    return torch.cat([cls.float(), grid.permute(0, 2, 3, 1).reshape(1, new * new, D)], dim=1).to(pos_embed.dtype)
+
+
+def resize_time_embed(time_embed: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(1, T_old, D) -> (1, T_new, D), linear interpolation along time."""
+    x = F.interpolate(time_embed.float().transpose(1, 2), size=num_frames, mode="linear", align_corners=False)
+    return x.transpose(1, 2).to(time_embed.dtype)
+
+
+def load_pretrained(model: TimeSformer, source: str | Path) -> LoadReport:
+    """Load weights into `model` from any supported checkpoint (see read_checkpoint), adapting where meaningful.
+
+    - image ViT: spatial attn/norm1 are copied into temporal_attn/temporal_norm1; time_embed and temporal_fc keep
+      their zero init, so the video model starts as the image model applied per frame;
+    - pos_embed is resized (bicubic, 2-D) and time_embed interpolated when the grid or T differs;
+    - the head is dropped (kept at init) when the class count differs.
+    Anything else (unknown keys, missing keys, shape mismatches) raises CheckpointError listing the keys.
+    """
+    state, fmt, path = read_checkpoint(source)
+    target = model.state_dict()
+    report = LoadReport(source=path, format=fmt)
+    allowed_missing = set()
+    if fmt == "vit":
+        for k in list(state):
+            if k.startswith("blocks.") and (".attn." in k or ".norm1." in k):
+                tk = k.replace(".attn.", ".temporal_attn.").replace(".norm1.", ".temporal_norm1.")
+                if tk not in state:
+                    state[tk] = state[k]
+                    report.adapted[tk] = f"copied from {k}"
+        allowed_missing = {k for k in target if k == "time_embed" or ".temporal_fc." in k}
+    if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape \
+            and state["pos_embed"].shape[-1] == target["pos_embed"].shape[-1]:
+        old = tuple(state["pos_embed"].shape)
+        state["pos_embed"] = resize_pos_embed(state["pos_embed"], target["pos_embed"].shape[1] - 1)
+        report.adapted["pos_embed"] = f"resized bicubic {old} -> {tuple(target['pos_embed'].shape)}"
+    if "time_embed" in state and state["time_embed"].shape != target["time_embed"].shape \
+            and state["time_embed"].shape[-1] == target["time_embed"].shape[-1]:
+        old = tuple(state["time_embed"].shape)
+        state["time_embed"] = resize_time_embed(state["time_embed"], target["time_embed"].shape[1])
+        report.adapted["time_embed"] = f"interpolated {old} -> {tuple(target['time_embed'].shape)}"
+    head = [k for k in state if k.startswith("head.")]
+    if head and any(state[k].shape != target.get(k, state[k]).shape for k in head):
+        for k in head:
+            report.ignored.append(f"{k} {tuple(state.pop(k).shape)} (class count differs from the model's "
+                                  f"{model.num_classes})")
+    allowed_missing |= {k for k in target if k.startswith("head.") and not any(h in state for h in head)}
+
+    unknown = [k for k in state if k not in target]
+    missing = [k for k in target if k not in state and k not in allowed_missing]
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+                  for k in state if k in target and state[k].shape != target[k].shape]
+    problems = []
+    if unknown:
+        problems.append(f"unknown keys: {_abbrev(unknown)}")
+    if missing:
+        problems.append(f"missing keys: {_abbrev(missing)}")
+    if mismatched:
+        problems.append(f"shape mismatches: {_abbrev(mismatched)}")
+    if problems:
+        raise CheckpointError(f"{path} ({fmt}) does not fit this TimeSformer "
+                              f"(D={model.embed_dim}, depth={len(model.blocks)}, T={model.num_frames}): "
+                              + "; ".join(problems))
+    for k in target:
+        if k in state:
+            if k not in report.adapted:
+                report.loaded.append(k)
+        else:
+            report.initialized.append(k)
+            state[k] = target[k]
+    model.load_state_dict(state, strict=True)  # strict: every key was checked above, nothing is skipped silently
+    log.info("%s", report)
+    return report
 
 
 # ======================================================================================================================
