@@ -268,7 +268,8 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
     s = student_strong_logits.float()
     t = teacher_weak_logits.detach().float()
     if s.shape != t.shape or s.dim() != 2:
-        raise ValueError(f"adaptive_negative_loss: expected two (B, K) tensors, got {tuple(s.shape)} and {tuple(t.shape)}")
+        raise ValueError(f"adaptive_negative_loss: expected two (B, K) tensors, got {tuple(s.shape)} "
+                         f"and {tuple(t.shape)}")
     B, K = s.shape
     # One stable descending sort of the teacher gives both y (its first entry: the same as argmax's first maximum)
     # and every class's teacher rank, so the top-k test below is `rank < k` with k a tensor (no .item()).
