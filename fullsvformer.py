@@ -61,7 +61,7 @@ ARCH_PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass
 class ModelConfig:
-    arch: str = F_("tiny", "model size preset; sets embed_dim/depth/num_heads unless given", tuple(ARCH_PRESETS))
+    arch: str = F_("base", "model size preset; sets embed_dim/depth/num_heads unless given", tuple(ARCH_PRESETS))
     embed_dim: int = F_(0, "token width D (0 = from --arch)")
     depth: int = F_(0, "number of divided space-time blocks (0 = from --arch)")
     num_heads: int = F_(0, "attention heads (0 = from --arch)")
@@ -76,11 +76,13 @@ class ModelConfig:
     def __post_init__(self):
         if self.arch not in ARCH_PRESETS:
             raise ValueError(f"arch: unknown preset {self.arch!r}; expected one of {sorted(ARCH_PRESETS)}")
-        for k, v in ARCH_PRESETS[self.arch].items():
-            if not getattr(self, k):
-                setattr(self, k, v)
-        if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}")
+        d = self.dims()
+        if d["embed_dim"] % d["num_heads"]:
+            raise ValueError(f"embed_dim={d['embed_dim']} is not divisible by num_heads={d['num_heads']}")
+
+    def dims(self) -> dict[str, int]:
+        """embed_dim/depth/num_heads: the explicit values, else the --arch preset's."""
+        return {k: getattr(self, k) or v for k, v in ARCH_PRESETS[self.arch].items()}
 
 
 # --- data -------------------------------------------------------------------------------------------------------------
@@ -98,6 +100,43 @@ class DataConfig:
 class TrainConfig:
     seed: int = F_(0, "seed for the model init, the augmentations and the data order")
     # TRAIN-CONFIG-FIELDS
+    epochs: int = F_(30, "epochs; one epoch = one pass over the unlabeled pool (SVFormer: 30)")
+    # Optimiser (SVFormer: SGD lr 0.005, momentum 0.9, Nesterov, wd 1e-4, batch 64 via accumulation).
+    optimizer: str = F_("sgd", "sgd (Nesterov momentum, SVFormer) or adamw", ("sgd", "adamw"))
+    lr: float = F_(0.005, "peak learning rate for one optimizer step over global_batch labeled clips (with mu x as "
+                          "many unlabeled); it is not rescaled when the batch changes")
+    global_batch: int = F_(64, "labeled clips per optimizer step over all processes; gradients are accumulated "
+                               "over global_batch / (labeled_batch x processes) micro-batches (SVFormer: 64)")
+    momentum: float = F_(0.9, "SGD momentum (Nesterov) or AdamW beta1")
+    weight_decay: float = F_(1e-4, "weight decay (SVFormer: 1e-4 with SGD; try 0.05 with AdamW)")
+    schedule: str = F_("step", "lr decay after warmup: step (x lr_gamma at each lr_milestones epoch) or cosine",
+                       ("step", "cosine"))
+    lr_milestones: str = F_("25,28", "step schedule: comma-separated epochs at which the lr is multiplied by lr_gamma")
+    lr_gamma: float = F_(0.1, "step schedule: lr factor at each milestone (SVFormer: x0.1 at 25, x0.01 at 28)")
+    warmup_epochs: float = F_(0.0, "linear warmup from 0, in epochs (may be fractional)")
+    grad_clip: float = F_(0.0, "clip the global gradient norm to this value (0 = off)")
+    # Semi-supervised objective: loss = CE + gamma_kl * KL + gamma_mix * L_mix + gamma_nl * L_NL.
+    ema_momentum: float = F_(0.99, "EMA teacher momentum per optimizer step (assumption: SVFormer fork's 0.99)")
+    gamma_kl: float = F_(2.0, "weight of the standardized-KL consistency (assumption: SVFormer's gamma1 = 2)")
+    kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)")
+    kl_standardize: bool = F_(True, "standardize logits before the KL (the paper's idea); off = plain KL ablation")
+    kl_threshold: float = F_(0.0, "mask the KL where the teacher confidence is below this (0 = off; not stated)")
+    gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)")
+    mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumption: SVFormer fork's 10)")
+    mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3)")
+    mix_weighted: bool = F_(False, "weight L_mix per sample by teacher confidence as the official SVFormer code does")
+    gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)")
+    nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop a negative whose student probability exceeds this (0.95^2)")
+    # Speed and run control.
+    device: str = F_("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
+    compile: bool = F_(False, "torch.compile the student and teacher forwards (first steps are slow)")
+    out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
+    resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
+    log_every: int = F_(10, "optimizer steps between metrics.jsonl lines")
+    eval_every: int = F_(1, "epochs between the cheap 1-view eval (0 = only the final multi-view eval)")
+    ckpt_every: int = F_(0, "also write last.pt every N optimizer steps (0 = once per epoch)")
+    max_nonfinite: int = F_(20, "abort after this many non-finite losses in a row (each one skips its step)")
 
 
 @dataclass
@@ -351,8 +390,7 @@ class TimeSformer(nn.Module):
 
 def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: int) -> TimeSformer:
     model = TimeSformer(num_classes=num_classes, num_frames=num_frames, img_size=img_size,
-                        patch_size=mcfg.patch_size, embed_dim=mcfg.embed_dim, depth=mcfg.depth,
-                        num_heads=mcfg.num_heads, mlp_ratio=mcfg.mlp_ratio, drop_path=mcfg.drop_path,
+                        patch_size=mcfg.patch_size, **mcfg.dims(), mlp_ratio=mcfg.mlp_ratio, drop_path=mcfg.drop_path,
                         head_dropout=mcfg.head_dropout)
     model.set_grad_checkpointing(mcfg.grad_checkpointing)
     return model
@@ -664,7 +702,7 @@ def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
 
 
 def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float = 2.0,
-                    mask: torch.Tensor | None = None) -> torch.Tensor:
+                    mask: torch.Tensor | None = None, standardize: bool = True) -> torch.Tensor:
     """Logit-aligned consistency: tau^2 * KL( softmax(Z(t)/tau) || softmax(Z(s)/tau) ), a float32 scalar.
 
     Source: Sun et al., CVPR 2024 (reference §3): summed over classes, averaged over the batch, base tau = 2, teacher
@@ -676,12 +714,14 @@ def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     and the sum is still divided by the whole batch B, as FixMatch/SVFormer's masked losses do (mean of mask * loss):
     the loss then shrinks with the fraction of confident samples instead of giving a few confident samples the
     weight of a full batch. The paper does not say whether it masks; mask=None is the reference's unmasked loss.
+    standardize=False gives the same KL on raw logits: the ablation that logit standardization is measured against.
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(f"standardized_kl: expected two (B, K) tensors, got {tuple(student_logits.shape)} "
                          f"and {tuple(teacher_logits.shape)}")
-    log_p_s = F.log_softmax(standardize_logits(student_logits.float()) / tau, dim=-1)
-    log_p_t = F.log_softmax(standardize_logits(teacher_logits.detach().float()) / tau, dim=-1)
+    z = standardize_logits if standardize else (lambda x: x)
+    log_p_s = F.log_softmax(z(student_logits.float()) / tau, dim=-1)
+    log_p_t = F.log_softmax(z(teacher_logits.detach().float()) / tau, dim=-1)
     # KL(p_t || p_s) = sum_c p_t (log p_t - log p_s); log_target keeps it exact where p_t underflows.
     kl = F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True).sum(dim=-1)  # (B,)
     if mask is not None:
@@ -896,9 +936,362 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 # ======================================================================================================================
 
 
+@torch.no_grad()
+def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, amp: str = "none",
+             full: bool = True, rank: int = 0, world: int = 1) -> dict[str, dict]:
+    """Top-1/top-5 and per-class top-1 (in %) of each model in `models`, decoding the test set once for all.
+
+    full=True: test_clips x test_crops views per video (SVFormer: 5 x 3), logits averaged over the views (SVFormer
+    sums them: same argmax). full=False: one centre view, the cheap eval during training. Under DDP each rank
+    evaluates every world-th video and the counts are summed, so the result is exact.
+    """
+    from tqdm import tqdm
+    K = data.num_classes
+    counts = {n: torch.zeros(3, K, dtype=torch.float64, device=device) for n in models}  # top1, top5, total per class
+    was_training = {n: m.training for n, m in models.items()}
+    for m in models.values():
+        m.eval()
+    total = math.ceil(len(data.test) / world)
+    bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="batch",
+               desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
+    for b in bar:
+        views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
+        B, V = views.shape[:2]
+        x = normalize_clips(views.flatten(0, 1), data.cfg.mean, data.cfg.std)  # (B*V, C, T, H, W)
+        y = b["label"].to(device)
+        for name, m in models.items():
+            with autocast_context(device, amp):
+                logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K)
+            top5 = logits.topk(min(5, K), dim=-1).indices  # (B, 5)
+            c = counts[name]
+            c[0].index_add_(0, y, (top5[:, 0] == y).double())
+            c[1].index_add_(0, y, (top5 == y[:, None]).any(dim=-1).double())
+            c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+    out = {}
+    for name, c in counts.items():
+        if world > 1:
+            torch.distributed.all_reduce(c)
+        n = c[2].sum().clamp(min=1)
+        per_class = (100 * c[0] / c[2].clamp(min=1)).tolist()
+        out[name] = {"top1": float(100 * c[0].sum() / n), "top5": float(100 * c[1].sum() / n),
+                     "per_class_top1": [round(v, 3) for v in per_class], "videos": int(c[2].sum())}
+        models[name].train(was_training[name])
+    return out
+
+
 # ======================================================================================================================
 # Training
 # ======================================================================================================================
+
+
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, world, local_rank) under torchrun (env vars set), else (0, 1, 0). NCCL on CUDA, gloo on CPU."""
+    if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        return 0, 1, 0
+    import torch.distributed as dist
+    local = int(os.environ.get("LOCAL_RANK", 0))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size(), local
+
+
+def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD-Nesterov (SVFormer) or AdamW. Norms, biases and the cls/pos/time embeddings get no weight decay."""
+    no_decay = ("cls_token", "pos_embed", "time_embed")
+    decay, rest = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (rest if p.ndim <= 1 or n.endswith(no_decay) else decay).append(p)
+    groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if tcfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.momentum, 0.999))
+
+
+def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
+    """Learning rate at a (fractional) epoch: linear warmup, then step decay at the milestones or cosine to 0."""
+    if tcfg.warmup_epochs > 0 and epoch_progress < tcfg.warmup_epochs:
+        return tcfg.lr * epoch_progress / tcfg.warmup_epochs
+    if tcfg.schedule == "cosine":
+        span = max(tcfg.epochs - tcfg.warmup_epochs, 1e-9)
+        return 0.5 * tcfg.lr * (1 + math.cos(math.pi * min(1.0, (epoch_progress - tcfg.warmup_epochs) / span)))
+    milestones = [float(m) for m in tcfg.lr_milestones.split(",") if m.strip()]
+    return tcfg.lr * tcfg.lr_gamma ** sum(epoch_progress >= m for m in milestones)
+
+
+def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | None, cfg: Config,
+               device: torch.device, amp: str, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+    """One micro-batch of Full-SVFormer. Returns (weighted loss, detached terms for logging).
+
+    loss = CE(student(labeled weak), y)
+         + gamma_kl  * standardized_kl(student(strong), teacher(weak))                   logit-aligned consistency
+         + gamma_mix * tokenmix_loss(student(TubeTokenMix(strong_a, strong_b)), mixed teacher targets)
+         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak))            ANL
+    Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
+    clips' patch tokens inside the forward (token_hook) and appended to the batch.
+    """
+    d, t = cfg.data, cfg.train
+    xl = normalize_clips(lab["weak"].to(device, non_blocking=True), d.mean, d.std)  # (Bl, C, T, H, W)
+    yl = lab["label"].to(device, non_blocking=True)
+    Bl = xl.shape[0]
+    if unl is None:  # labeled-only (mu = 0)
+        with autocast_context(device, amp):
+            logits_l = student(xl)
+        ce = F.cross_entropy(logits_l.float(), yl)
+        return ce, {"loss_ce": ce.detach()}
+
+    xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
+    xs = normalize_clips(unl["strong"].to(device, non_blocking=True), d.mean, d.std)
+    xs = channel_dropout(xs, d.strong_channel_dropout, gen)
+    Bu = xs.shape[0]
+    with torch.inference_mode(), autocast_context(device, amp):
+        t_logits = teacher(xw).float()
+    t_logits = t_logits.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
+    t_probs = t_logits.softmax(dim=-1)
+
+    use_mix = t.gamma_mix > 0
+    if use_mix:
+        perm = torch.randperm(Bu, generator=gen, device=gen.device).to(device)
+        mask, lam_a = tube_mask(Bu, _unwrap(student).patch_embed.num_patches, sample_lambda(t.mix_beta, gen), gen,
+                                device)
+
+        def mix_hook(tokens):  # (Bl + Bu, T, N, D) -> (Bl + 2 Bu, T, N, D): append the mixed strong clips
+            strong = tokens[Bl:]
+            return torch.cat([tokens, tube_token_mix(strong, strong[perm], mask)])
+
+    with autocast_context(device, amp):
+        logits = student(torch.cat([xl, xs]), token_hook=mix_hook if use_mix else None).float()
+    logits_l, logits_s = logits[:Bl], logits[Bl:Bl + Bu]
+
+    ce = F.cross_entropy(logits_l, yl)
+    conf = t_probs.max(dim=-1).values
+    kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
+    kl = standardized_kl(logits_s, t_logits, t.kl_tau, kl_mask, standardize=t.kl_standardize)
+    anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold)
+    loss = ce + t.gamma_kl * kl + t.gamma_nl * anl.loss
+    terms = {"loss_ce": ce.detach(), "loss_kl": kl.detach(), "loss_nl": anl.loss.detach(), "anl_k": anl.k,
+             "anl_negatives": anl.num_negatives / Bu, "mask_ratio": (conf >= t.mix_threshold).float().mean()}
+    if use_mix:
+        target = tokenmix_targets(t_probs, perm, lam_a, t.mix_threshold)
+        weight = tokenmix_weight(t_probs, perm, lam_a, t.mix_threshold) if t.mix_weighted else None
+        mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
+        loss = loss + t.gamma_mix * mix
+        terms["loss_mix"] = mix.detach()
+    known = unl["label"].to(device) >= 0
+    if known.any():  # pseudo-label accuracy against the hidden true labels: the key SSL diagnostic
+        terms["pseudo_label_acc"] = (t_logits.argmax(-1) == unl["label"].to(device))[known].float().mean()
+    return loss, terms
+
+
+def train(cfg: Config) -> dict:
+    """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set."""
+    import copy
+    from tqdm import tqdm
+    t_cfg = cfg.train
+    rank, world, local = init_distributed()
+    device = pick_device(t_cfg.device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", local)
+    amp = resolve_amp(t_cfg.amp, device)
+    run_dir = Path(t_cfg.resume or t_cfg.out or default_run_dir(cfg))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir, rank)
+    seed_everything(t_cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+
+    data = build_data(cfg.data, t_cfg.seed)
+    model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    if cfg.model.pretrained and not t_cfg.resume:
+        load_pretrained(model, cfg.model.pretrained)
+    model.to(device)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)  # fp32 EMA teacher, no grad, eval mode
+    optimizer = make_optimizer(model, t_cfg)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # loss scaling only for fp16
+    gen = torch.Generator(device).manual_seed(t_cfg.seed * 1000 + rank)  # TokenMix and channel dropout draws
+
+    micro_per_epoch = steps_per_epoch(data, world)
+    accum = micro_steps_per_update(cfg, world)
+    steps_per_ep = micro_per_epoch // accum
+    if steps_per_ep == 0:
+        raise ValueError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
+                         f"only {micro_per_epoch}: lower --global-batch or raise --labeled-batch")
+    state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "nonfinite": 0, "nonfinite_total": 0,
+             "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0}
+    if t_cfg.resume:
+        state = load_checkpoint(run_dir / "last.pt", model, teacher, optimizer, scaler, gen, device)
+        log.info("resumed %s at epoch %d, step %d", run_dir, state["epoch"], state["step"])
+    if rank == 0:
+        save_config(cfg, run_dir / "config.yaml")
+        truncate_metrics(run_dir / "metrics.jsonl", state["step"])
+    seed_everything(t_cfg.seed + 7919 * rank + 104729 * state["step"])  # dropout/drop-path differ per rank
+    if t_cfg.resume:
+        restore_rng(state.pop("rng_global"))
+
+    student = model
+    if world > 1:
+        student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
+    if t_cfg.compile:
+        student, teacher_fwd = torch.compile(student), torch.compile(teacher)
+    else:
+        teacher_fwd = teacher
+    log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
+             "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
+             len(data.unlabeled), len(data.test), data.split_source, steps_per_ep, accum, device, amp,
+             t_cfg.compile, world)
+
+    meter: dict[str, float] = state.pop("meter", {})
+    t_start = time.perf_counter() - state["wall_time_s"]
+    for epoch in range(state["epoch"], t_cfg.epochs):
+        student.train()
+        bar = tqdm(total=steps_per_ep, initial=state["micro"] // accum, desc=f"epoch {epoch}", unit="step",
+                   disable=rank != 0, dynamic_ncols=True)
+        micro = state["micro"]
+        t_log = time.perf_counter()
+        for lab, unl in train_batches(data, epoch, micro, rank, world):
+            if micro >= steps_per_ep * accum:  # the partial last accumulation group of an epoch is not used
+                break
+            sync = (micro + 1) % accum == 0
+            with contextlib.nullcontext() if sync or world == 1 else student.no_sync():
+                loss, terms = ssl_losses(student, teacher_fwd, lab, unl, cfg, device, amp, gen)
+                scaler.scale(loss / accum).backward()
+            for k, v in {**terms, "loss": loss.detach()}.items():  # device tensors: no host sync per term
+                meter[k] = meter.get(k, 0.0) + v.float()
+            meter["n"] = meter.get("n", 0) + 1
+            meter["clips"] = meter.get("clips", 0) + lab["weak"].shape[0] + (0 if unl is None else unl["weak"].shape[0])
+            finite = torch.isfinite(loss.detach()) & finite if micro % accum else torch.isfinite(loss.detach())
+            micro += 1
+            if not sync:
+                continue
+            # --- one optimizer step ---------------------------------------------------------------------------
+            step = state["step"]
+            lr = lr_at(step / steps_per_ep, t_cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            if bool(finite):  # the one host sync per optimizer step
+                state["nonfinite"] = 0
+                if t_cfg.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                ema_update(teacher, model, t_cfg.ema_momentum)
+            else:  # a non-finite loss: skip the update, keep the weights, abort if it keeps happening
+                state["nonfinite"] += 1
+                state["nonfinite_total"] += 1
+                log.warning("non-finite loss at step %d: step skipped (%d in a row)", step, state["nonfinite"])
+                if state["nonfinite"] >= t_cfg.max_nonfinite:
+                    raise FloatingPointError(f"{state['nonfinite']} non-finite losses in a row at step {step}; "
+                                             f"the last good checkpoint is {run_dir / 'last.pt'} (lower --lr, or "
+                                             "use --amp bf16 instead of fp16)")
+            optimizer.zero_grad(set_to_none=True)
+            state["step"] = step = step + 1
+            state["micro"] = micro
+            bar.update(1)
+            if step % t_cfg.log_every == 0 or micro == steps_per_ep * accum:
+                dt = time.perf_counter() - t_log
+                n = meter.pop("n")
+                clips = meter.pop("clips")
+                row = {"kind": "train", "step": step, "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
+                       "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
+                       **{k: float(v) / n for k, v in meter.items()}}
+                state["train_clips"] += clips
+                state["train_time_s"] += dt
+                meter = {}
+                if rank == 0:
+                    append_metrics(run_dir / "metrics.jsonl", row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
+                t_log = time.perf_counter()
+            if t_cfg.ckpt_every and step % t_cfg.ckpt_every == 0:
+                checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start)
+                t_log = time.perf_counter()
+        bar.close()
+        state["epoch"], state["micro"] = epoch + 1, 0
+        if t_cfg.eval_every and (epoch + 1) % t_cfg.eval_every == 0 and epoch + 1 < t_cfg.epochs:
+            res = evaluate({"student": model, "teacher": teacher}, data, device, amp, False, rank, world)
+            row = {"kind": "eval", "step": state["step"], "epoch": epoch + 1, "views": 1,
+                   **{k: res["student"][k] for k in ("top1", "top5")},
+                   **{f"teacher_{k}": res["teacher"][k] for k in ("top1", "top5")}}
+            log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", epoch + 1, row["top1"], row["teacher_top1"])
+            if rank == 0:
+                append_metrics(run_dir / "metrics.jsonl", row)
+            if max(row["top1"], row["teacher_top1"]) > state["best_top1"]:
+                state["best_top1"] = max(row["top1"], row["teacher_top1"])
+                checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start,
+                           best=True)
+        checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start)
+        t_log = time.perf_counter()
+
+    # --- final multi-view evaluation of the student and the EMA teacher --------------------------------------------
+    res = evaluate({"student": model, "teacher": teacher}, data, device, amp, True, rank, world)
+    s, te = res["student"], res["teacher"]
+    summary = {"dataset": cfg.data.dataset, "labeled": cfg.data.labeled, "split": cfg.data.split,
+               "split_seed": cfg.data.split_seed, "arch": cfg.model.arch, "seed": t_cfg.seed,
+               "num_classes": data.num_classes, "epochs": t_cfg.epochs, "steps": state["step"],
+               "top1": s["top1"], "top5": s["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
+               "per_class_top1": s["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
+               "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": s["videos"],
+               "pseudo_label_acc": last_metric(run_dir / "metrics.jsonl", "pseudo_label_acc") if rank == 0 else None,
+               "wall_time_s": time.perf_counter() - t_start,
+               "clips_per_s": state["train_clips"] / max(state["train_time_s"], 1e-9),
+               "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
+               "config": config_to_dict(cfg)}
+    if s["top1"] >= state["best_top1"] or te["top1"] >= state["best_top1"] or not (run_dir / "best.pt").exists():
+        checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start, best=True)
+    if rank == 0:
+        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+        print_summary_table(summary)
+    return summary
+
+
+def micro_steps_per_update(cfg: Config, world: int) -> int:
+    per = cfg.data.labeled_batch * world
+    if cfg.train.global_batch % per:
+        raise ValueError(f"global_batch={cfg.train.global_batch} is not a multiple of labeled_batch x processes "
+                         f"= {cfg.data.labeled_batch} x {world}")
+    return cfg.train.global_batch // per
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        return "bf16" if device.type == "cuda" else "none"
+    if amp == "fp16" and device.type == "cpu":
+        raise ValueError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
+    return amp
+
+
+def default_run_dir(cfg: Config) -> str:
+    return f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def append_metrics(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n")
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metrics lines logged after the checkpoint, so the log reads as one uninterrupted run."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in keep))
+
+
+def last_metric(path: Path, key: str) -> float | None:
+    if not path.exists():
+        return None
+    vals = [r[key] for r in map(json.loads, path.read_text().splitlines()) if key in r]
+    return vals[-1] if vals else None
+
+
+def print_summary_table(s: dict) -> None:
+    pl = s.get("pseudo_label_acc")
+    print(f"\n{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, "
+          f"{s['num_classes']} classes, {s['eval_views']} views, {s['test_videos']} test videos)")
+    print(f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}")
+    print(f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}")
+    print(f"{'chance':>10} {100 / s['num_classes']:7.2f}")
+    if pl is not None:
+        print(f"pseudo-label accuracy (last log interval): {100 * pl:.1f}%")
+    print(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s\n")
 
 
 # ======================================================================================================================
@@ -906,13 +1299,200 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 # ======================================================================================================================
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    """Every global RNG as tensors/lists, so the checkpoint loads with weights_only=True."""
+    np_state = np.random.get_state()
+    out = {"python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+           "numpy": [torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2])],
+           "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def restore_rng(s: dict) -> None:
+    random.setstate((3, tuple(int(v) for v in s["python"][:-1]), None))
+    np.random.set_state(("MT19937", s["numpy"][0].numpy().astype(np.uint32), int(s["numpy"][1]), 0, 0.0))
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, cfg: Config,
+               state: dict, meter: dict, t_start: float, best: bool = False) -> None:
+    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, generator, rng, state, config}.
+    Keys are the plain module's (never the compiled or DDP wrapper's), so any loader can read them."""
+    if rank != 0:
+        return
+    ckpt = {"format": "fullsvformer", "model": _unwrap(model).state_dict(), "ema": teacher.state_dict(),
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
+            "rng_global": rng_state(), "state": {**state, "wall_time_s": time.perf_counter() - t_start},
+            "meter": {k: float(v) for k, v in meter.items()}, "config": config_to_dict(cfg),
+            "num_classes": _unwrap(model).num_classes}
+    path = run_dir / ("best.pt" if best else "last.pt")
+    tmp = Path(f"{path}.tmp")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)  # atomic: a run killed mid-write keeps the previous checkpoint
+
+
+def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen,
+                    device: torch.device) -> dict:
+    """Restore a checkpoint written by `checkpoint`; returns the loop state (with 'meter' and 'rng_global')."""
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if ckpt.get("format") != "fullsvformer":
+        raise CheckpointError(f"{path} is not a fullsvformer training checkpoint")
+    model.load_state_dict(ckpt["model"])
+    teacher.load_state_dict(ckpt["ema"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    gen.set_state(ckpt["generator"])
+    return {**ckpt["state"], "meter": ckpt["meter"], "rng_global": ckpt["rng_global"]}
+
+
 # ======================================================================================================================
 # CLI
 # ======================================================================================================================
 
+# Presets per dataset: the dataclass defaults are the paper's setting (ViT-B, 8x224, SVFormer's optimiser); the
+# synthetic preset is the CPU demo. Order of precedence: dataclass defaults < preset < --config FILE < flags.
+PRESETS: dict[str, dict[str, dict]] = {
+    "synthetic": {"model": dict(arch="tiny", patch_size=8, drop_path=0.0, head_dropout=0.0),
+                  "data": dict(img_size=32, labeled=0.05, labeled_batch=4, mu=3, workers=0, eval_batch=16,
+                               test_clips=1, test_crops=1),
+                  "train": dict(epochs=6, optimizer="adamw", lr=1e-3, weight_decay=0.05, global_batch=4,
+                                schedule="cosine", warmup_epochs=1.0, log_every=5, grad_clip=1.0)},
+    "ucf101": {"data": dict(labeled=0.01)},
+    "hmdb51": {"data": dict(labeled=0.4)},
+    "lists": {},
+}
+SUBCOMMANDS = ("eval", "make-splits", "make-synthetic")
+
+
+def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
+    """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
+    p = argparse.ArgumentParser(
+        prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
+        description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-"
+                    "logit KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, make-splits, "
+                    "make-synthetic (each has --help). Defaults shown are the dataclass defaults; --dataset "
+                    "synthetic (the default) applies the CPU demo preset on top, see PRESETS.")
+    p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
+    if with_checkpoint:
+        p.add_argument("--checkpoint", required=True, help="a fullsvformer checkpoint (RUN/best.pt or last.pt)")
+    defaults = Config()
+    for section in SECTIONS:
+        group = p.add_argument_group(section)
+        for f in dataclasses.fields(getattr(defaults, section)):
+            default = getattr(getattr(defaults, section), f.name)
+            kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
+                      help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"))
+            if isinstance(default, bool):
+                kw["action"] = argparse.BooleanOptionalAction
+            elif isinstance(default, list):
+                kw.update(nargs=len(default), type=type(default[0]), metavar="X")
+            else:
+                kw["type"] = type(default)
+                if f.metadata.get("choices"):
+                    kw["choices"] = f.metadata["choices"]
+            group.add_argument("--" + f.name.replace("_", "-"), **kw)
+    return p
+
+
+def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config, argparse.Namespace]:
+    """Resolve the config: dataclass defaults < PRESETS[dataset] < --config FILE < flags."""
+    import yaml
+    args = build_parser(with_checkpoint).parse_args(argv)
+    flags: dict[str, dict] = {}
+    for dest, v in vars(args).items():
+        if "." in dest:
+            section, name = dest.split(".", 1)
+            flags.setdefault(section, {})[name] = v
+    file_cfg = {}
+    if args.config:
+        load_config(args.config)  # validates keys and values, naming the offending key
+        file_cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    dataset = flags.get("data", {}).get("dataset") or file_cfg.get("data", {}).get("dataset") or DataConfig().dataset
+    cfg = config_from_dict(PRESETS.get(dataset, {}))
+    cfg = config_from_dict(file_cfg, cfg)
+    return config_from_dict(flags, cfg), args
+
+
+def evaluate_checkpoint(argv: list[str]) -> dict:
+    """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher.
+    The run's own config is the base (pass --data-root etc. to point at the data on this machine)."""
+    import yaml
+    args = build_parser(True).parse_args(argv)
+    ckpt_path = Path(args.checkpoint)
+    if not ckpt_path.is_file():
+        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != "fullsvformer":
+        raise CheckpointError(f"{ckpt_path} is not a fullsvformer checkpoint (use it as --pretrained to fine-tune)")
+    base = config_from_dict(ckpt["config"])
+    if args.config:
+        base = config_from_dict(yaml.safe_load(Path(args.config).read_text()) or {}, base)
+    flags: dict[str, dict] = {}
+    for dest, v in vars(args).items():
+        if "." in dest:
+            flags.setdefault(dest.split(".")[0], {})[dest.split(".", 1)[1]] = v
+    cfg = config_from_dict(flags, base)
+    setup_logging(None)
+    device = pick_device(cfg.train.device)
+    amp = resolve_amp(cfg.train.amp, device)
+    data = build_data(cfg.data, cfg.train.seed)
+    if ckpt["num_classes"] != data.num_classes:
+        raise ValueError(f"{ckpt_path} was trained for {ckpt['num_classes']} classes, but --dataset "
+                         f"{cfg.data.dataset} has {data.num_classes}")
+    models = {}
+    for name, which in (("student", "student"), ("teacher", "teacher")):
+        m = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+        load_pretrained(m, f"{ckpt_path}:{which}")
+        models[name] = m.to(device)
+    res = evaluate(models, data, device, amp, full=True)
+    s, t = res["student"], res["teacher"]
+    out = {"checkpoint": str(ckpt_path), "dataset": cfg.data.dataset, "labeled": cfg.data.labeled,
+           "num_classes": data.num_classes, "top1": s["top1"], "top5": s["top5"], "teacher_top1": t["top1"],
+           "teacher_top5": t["top5"], "per_class_top1": s["per_class_top1"],
+           "teacher_per_class_top1": t["per_class_top1"], "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}",
+           "test_videos": s["videos"], "steps": ckpt["state"]["step"], "wall_time_s": 0.0, "clips_per_s": 0.0}
+    print_summary_table(out)
+    return out
+
 
 def main(argv: list[str] | None = None) -> dict:
-    raise SystemExit("not yet wired")
+    """Entry point: train (default), or one of the subcommands. Returns the run's metrics."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "eval":
+        return evaluate_checkpoint(argv[1:])
+    if argv and argv[0] == "make-splits":
+        return make_splits_main(argv[1:]) or {}
+    if argv and argv[0] == "make-synthetic":
+        return make_synthetic_main(argv[1:]) or {}
+    cfg, _ = parse_config(argv)
+    if cfg.train.resume:  # the run's own config, with any flags given now on top (e.g. --epochs to extend it)
+        stored = Path(cfg.train.resume) / "config.yaml"
+        if not stored.is_file():
+            raise FileNotFoundError(f"cannot resume: {stored} does not exist")
+        flags = parse_config(argv)[1]
+        over: dict[str, dict] = {}
+        for dest, v in vars(flags).items():
+            if "." in dest:
+                over.setdefault(dest.split(".")[0], {})[dest.split(".", 1)[1]] = v
+        cfg = config_from_dict(over, load_config(stored))
+    try:
+        return train(cfg)
+    except torch.OutOfMemoryError as e:
+        raise torch.OutOfMemoryError(f"{e}\nOut of memory: lower --labeled-batch (keep --global-batch: gradients "
+                                     "are accumulated), add --grad-checkpointing, or use fewer --num-frames / a "
+                                     "smaller --img-size.") from None
 
 
 if __name__ == "__main__":
