@@ -895,11 +895,13 @@ class Data:
     _loaders: dict = field(default_factory=dict, repr=False)
 
 
-def _check_files(ds: VideoClips) -> None:
-    missing = [ds.path(i) for i in range(len(ds)) if not os.path.isfile(ds.path(i))]
+def _check_files(sets: list[VideoClips]) -> None:
+    """Every listed video must exist before training starts (a typo in data_root should not cost a GPU hour)."""
+    missing = [f"{d.path(i)} ({d.name} set)" for d in sets for i in range(len(d)) if not os.path.isfile(d.path(i))]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} of {len(ds)} videos in the {ds.name} set do not exist under "
-                                f"{ds.root}; first {min(10, len(missing))}:\n  " + "\n  ".join(missing[:10]))
+        total = sum(len(d) for d in sets)
+        raise FileNotFoundError(f"{len(missing)} of {total} listed videos do not exist under {sets[0].root}; "
+                                f"first {min(10, len(missing))}:\n  " + "\n  ".join(missing[:10]))
 
 
 def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
@@ -941,8 +943,7 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
                 raise ValueError(f"label {bad[0][1]} of {bad[0][0]} is out of range for {len(names)} classes")
     ds = [make(e, n) for e, n in ((labeled, "labeled"), (unlabeled, "unlabeled"), (test, "test"))]
     if cfg.dataset != "synthetic":
-        for d in ds:
-            _check_files(d)
+        _check_files(ds)
     if not len(ds[0]):
         raise ValueError("the labeled set is empty")
     if cfg.mu > 0 and not len(ds[1]):
