@@ -526,7 +526,7 @@ def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, s
     Committed files must match the train list found under data_root, or it is an error."""
     d = split_dir(dataset, fraction, seed)
     if split == 1 and (d / "labeled.txt").is_file():
-        prefix = train[0][0][: len(train[0][0]) - len(train[0][0].removeprefix("UCF-101/"))] if train else ""
+        prefix = "UCF-101/" if train and train[0][0].startswith("UCF-101/") else ""  # split files omit it
         labeled, _ = read_split_file(d / "labeled.txt")
         unlabeled, _ = read_split_file(d / "unlabeled.txt")
         labeled = [(prefix + r, y) for r, y in labeled]
@@ -1031,11 +1031,11 @@ class _StepSampler:
         return steps_per_epoch(self.data, self.world) - self.start
 
 
-def _loader(data: Data, dataset, batch_sampler, collate) -> torch.utils.data.DataLoader:
+def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> torch.utils.data.DataLoader:
     c = data.cfg
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=c.workers,
-        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=c.workers > 0,
+        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and c.workers > 0,
         prefetch_factor=c.prefetch if c.workers > 0 else None)
 
 
@@ -1045,7 +1045,8 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
-        data._loaders[key] = (_loader(data, _TrainSet(data.labeled, data.unlabeled), sampler, _collate_train), sampler)
+        train_set = _TrainSet(data.labeled, data.unlabeled)
+        data._loaders[key] = (_loader(data, train_set, sampler, _collate_train, persistent=True), sampler)
     loader, sampler = data._loaders[key]
     sampler.epoch, sampler.start = epoch, start_step
     for lab, unl, bad, served in loader:
@@ -1076,7 +1077,7 @@ def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
     c = data.cfg
     shard = list(range(rank, len(data.test), world))
     batches = [shard[i:i + c.eval_batch] for i in range(0, len(shard), c.eval_batch)]
-    yield from _loader(data, _EvalSet(data.test, full), batches, _collate_eval) if batches else ()
+    yield from _loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False) if batches else ()
 
 
 # ======================================================================================================================
