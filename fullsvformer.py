@@ -1030,7 +1030,7 @@ def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, s
     Committed files must match the train list found under data_root, or it is an error."""
     d = split_dir(dataset, fraction, seed)
     if split == 1 and (d / "labeled.txt").is_file():
-        prefix = train[0][0][: len(train[0][0]) - len(train[0][0].removeprefix("UCF-101/"))] if train else ""
+        prefix = "UCF-101/" if train and train[0][0].startswith("UCF-101/") else ""  # split files omit it
         labeled, _ = read_split_file(d / "labeled.txt")
         unlabeled, _ = read_split_file(d / "unlabeled.txt")
         labeled = [(prefix + r, y) for r, y in labeled]
@@ -1140,13 +1140,23 @@ class ClipAugment:
 
     def __init__(self, cfg: "DataConfig"):
         from torchvision.transforms import v2
-        s = cfg.img_size
-        sizes = list(range(round(cfg.scale_min * s), round(cfg.scale_max * s) + 1))
-        self.weak = v2.Compose([v2.RandomShortestSize(sizes, antialias=True),
-                                v2.RandomCrop(s, pad_if_needed=True),
-                                v2.RandomHorizontalFlip(cfg.hflip)])
+        self.size, self.hflip = cfg.img_size, cfg.hflip
+        self.short = (round(cfg.scale_min * cfg.img_size), round(cfg.scale_max * cfg.img_size))
         self.randaug = v2.RandAugment(cfg.randaug_n, cfg.randaug_m) if cfg.randaug_n > 0 else None
         self.warp_p, self.warp_keys = cfg.temporal_warp_p, cfg.warp_keys
+
+    def weak(self, video: torch.Tensor) -> torch.Tensor:
+        """Scale jitter + random crop + flip on (T, C, H, W). Equivalent to resizing the short side to a random length
+        in `short` and cropping size × size, but done as crop-then-resize: the resize then touches only the crop's
+        pixels (2.5x faster at 320x240 -> 224)."""
+        import torchvision.transforms.v2.functional as TF
+        H, W = video.shape[-2:]
+        short = int(torch.randint(self.short[0], self.short[1] + 1, (1,)))
+        side = min(H, W, max(1, round(self.size * min(H, W) / short)))  # crop side in source pixels
+        top = int(torch.randint(H - side + 1, (1,)))
+        left = int(torch.randint(W - side + 1, (1,)))
+        out = TF.resized_crop(video, top, left, side, side, [self.size, self.size], antialias=True)
+        return TF.horizontal_flip(out) if float(torch.rand(())) < self.hflip else out
 
     def __call__(self, frames: torch.Tensor, seed: int, strong: bool) -> dict[str, torch.Tensor]:
         """frames uint8 (T, C, H, W) -> {"weak": uint8 (T, C, S, S)[, "strong": ..., "warp": (T,) source index]}."""
@@ -1155,7 +1165,7 @@ class ClipAugment:
         # (with workers = 0 the caller is the training process).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            weak = self.weak(tv_tensors.Video(frames))
+            weak = self.weak(tv_tensors.Video(frames))  # (T, C, S, S)
             out = {"weak": weak.as_subclass(torch.Tensor)}
             if strong:
                 g = torch.Generator().manual_seed(seed + 1)
@@ -1525,11 +1535,11 @@ class _StepSampler:
         return steps_per_epoch(self.data, self.world) - self.start
 
 
-def _loader(data: Data, dataset, batch_sampler, collate) -> torch.utils.data.DataLoader:
+def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> torch.utils.data.DataLoader:
     c = data.cfg
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=c.workers,
-        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=c.workers > 0,
+        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and c.workers > 0,
         prefetch_factor=c.prefetch if c.workers > 0 else None)
 
 
@@ -1539,7 +1549,8 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
-        data._loaders[key] = (_loader(data, _TrainSet(data.labeled, data.unlabeled), sampler, _collate_train), sampler)
+        train_set = _TrainSet(data.labeled, data.unlabeled)
+        data._loaders[key] = (_loader(data, train_set, sampler, _collate_train, persistent=True), sampler)
     loader, sampler = data._loaders[key]
     sampler.epoch, sampler.start = epoch, start_step
     for lab, unl, bad, served in loader:
@@ -1570,7 +1581,7 @@ def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
     c = data.cfg
     shard = list(range(rank, len(data.test), world))
     batches = [shard[i:i + c.eval_batch] for i in range(0, len(shard), c.eval_batch)]
-    yield from _loader(data, _EvalSet(data.test, full), batches, _collate_eval) if batches else ()
+    yield from _loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False) if batches else ()
 
 
 # ======================================================================================================================
