@@ -230,3 +230,15 @@ def test_compare_plot_flag_plots_every_run(plot, tmp_path):
     for d in dirs:
         assert_png(d / "plots" / "losses.png")
         assert_png(d / "plots" / "accuracy.png")
+
+
+def test_paper_flag_reads_another_file(tmp_path):
+    paper = tmp_path / "p.yaml"
+    paper.write_text(yaml.safe_dump({"methods": {"toy": {"name": "Toy", "arch": "tiny", "source": "test",
+                                                         "results": {"synthetic": {"0.1": 80.0}}}}}))
+    d = make_run(tmp_path, "syn", dataset="synthetic", labeled=0.1, arch="tiny", top1=85.0)
+    rows = compare.main([str(d), "--paper", str(paper)])
+    assert [(r["paper_name"], r["delta"]) for r in rows] == [("Toy", pytest.approx(5.0))]
+    paper.write_text(yaml.safe_dump({"methods": {"toy": {"name": "Toy", "arch": "tiny", "results": {}}}}))
+    with pytest.raises(BenchError, match="method 'toy' is missing 'source'"):
+        compare.main([str(d), "--paper", str(paper)])
