@@ -1,0 +1,244 @@
+"""bench/compare.py and bench/plot.py on fake run directories (no training, no ../shared)."""
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bench import BenchError
+from bench import compare
+
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = yaml.safe_load((ROOT / "bench" / "paper.yaml").read_text())["methods"]
+
+
+def make_run(root, name, dataset="ucf101", labeled=0.01, arch="small", top1=30.0, metrics=None, **extra):
+    d = root / name
+    d.mkdir()
+    summary = {"dataset": dataset, "labeled": labeled, "split": 1, "arch": arch, "seed": 0, "top1": top1,
+               "top5": top1 + 20, "teacher_top1": top1 + 1.5, "teacher_top5": top1 + 21, "extra_key": [1, 2]}
+    summary.update(extra)
+    (d / "summary.json").write_text(json.dumps(summary))
+    if metrics is not None:
+        (d / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
+    return d
+
+
+def full_metrics(steps=6):
+    lines = []
+    for s in range(steps):
+        lines.append({"kind": "train", "step": s * 10, "epoch": 0, "lr": 0.005 * (s + 1), "loss": 2.0 - 0.1 * s,
+                      "loss_ce": 1.0, "loss_kl": 0.2, "loss_mix": 0.3, "loss_nl": 0.4, "mask_ratio": 0.4,
+                      "anl_k": 3 + s % 2, "anl_negatives": 100 + s, "pseudo_label_acc": 0.5, "clips_per_s": 40.0,
+                      "bad_samples": 0, "unknown_extra": "x"})
+        if s % 2:
+            lines.append({"kind": "eval", "step": s * 10, "epoch": s, "top1": 10.0 * s, "top5": 15.0 * s,
+                          "teacher_top1": 11.0 * s, "teacher_top5": 16.0 * s})
+    return lines
+
+
+@pytest.fixture
+def runs(tmp_path):
+    """Three small UCF-1% seeds, one base UCF-1% run, one HMDB-60% base, two synthetic."""
+    small = [31.0, 33.5, 29.25]
+    dirs = [make_run(tmp_path, f"s{i}", top1=t, seed=i) for i, t in enumerate(small)]
+    dirs.append(make_run(tmp_path, "b0", arch="base", top1=47.0))
+    dirs.append(make_run(tmp_path, "h0", dataset="hmdb51", labeled=0.6, arch="base", top1=66.0))
+    dirs += [make_run(tmp_path, f"syn{i}", dataset="synthetic", labeled=0.1, arch="tiny", top1=t)
+             for i, t in enumerate([90.0, 95.0])]
+    return {"dirs": dirs, "small": small}
+
+
+def rows_for(rows, dataset, labeled, arch):
+    return [r for r in rows if (r["dataset"], r["labeled"], r["arch"]) == (dataset, labeled, arch)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# compare.py
+# ---------------------------------------------------------------------------------------------------------
+def test_grouping_and_mean_std(runs):
+    groups = compare.group_runs(compare.load_runs(runs["dirs"]))
+    assert list(groups) == [("hmdb51", "0.6", "base"), ("synthetic", "0.1", "tiny"),
+                            ("ucf101", "0.01", "base"), ("ucf101", "0.01", "small")]
+    assert len(groups[("ucf101", "0.01", "small")]) == 3
+    rows = compare.compare_table(groups, PAPER)
+    r = rows_for(rows, "ucf101", "0.01", "small")[0]
+    assert r["n"] == 3
+    assert r["mean"] == pytest.approx(statistics.mean(runs["small"]))
+    assert r["std"] == pytest.approx(statistics.stdev(runs["small"]))  # sample std, not population
+    single = rows_for(rows, "ucf101", "0.01", "base")[0]
+    assert single["n"] == 1 and single["std"] is None and single["mean"] == 47.0
+
+
+def test_labeled_fractions_written_differently_group_together(tmp_path):
+    dirs = [make_run(tmp_path, "a", labeled=0.1), make_run(tmp_path, "b", labeled=0.10000000000000001),
+            make_run(tmp_path, "c", labeled=0.01)]
+    groups = compare.group_runs(compare.load_runs(dirs))
+    assert sorted(len(v) for v in groups.values()) == [1, 2]
+
+
+def test_deltas_against_paper_yaml(runs):
+    rows = compare.compare_table(compare.group_runs(compare.load_runs(runs["dirs"])), PAPER)
+    small = rows_for(rows, "ucf101", "0.01", "small")
+    # Every published method for UCF-101 1% is shown, the same-arch one first.
+    assert [r["method"] for r in small] == ["svformer_s", "svformer_b", "sefar_b"]
+    mean = statistics.mean(runs["small"])
+    for r in small:
+        expected = PAPER[r["method"]]["results"]["ucf101"]["0.01"]
+        assert r["paper"] == expected
+        assert r["delta"] == pytest.approx(mean - expected)
+    base = rows_for(rows, "ucf101", "0.01", "base")
+    assert [r["paper_arch"] for r in base] == ["base", "base", "small"]
+    assert base[0]["delta"] == pytest.approx(47.0 - PAPER["svformer_b"]["results"]["ucf101"]["0.01"])
+
+
+def test_absent_published_number_is_a_dash_not_a_number(runs):
+    rows = compare.compare_table(compare.group_runs(compare.load_runs(runs["dirs"])), PAPER)
+    sefar = [r for r in rows_for(rows, "hmdb51", "0.6", "base") if r["method"] == "sefar_b"]
+    assert len(sefar) == 1 and sefar[0]["paper"] is None and sefar[0]["delta"] is None
+    syn = rows_for(rows, "synthetic", "0.1", "tiny")
+    assert len(syn) == 1 and syn[0]["method"] is None and syn[0]["paper"] is None
+    text = compare.format_text(rows, PAPER)
+    syn_line = next(line for line in text.splitlines() if line.startswith("synthetic"))
+    assert syn_line.count("–") == 4 and "92.50 ± 3.54 (n=2)" in syn_line
+
+
+def test_paper_yaml_matches_reference():
+    # The numbers of reference.md §7 / the official READMEs; a typo in paper.yaml fails here.
+    expected = {"svformer_s": ([31.4, 79.1], [56.2, 58.2, 59.7]), "svformer_b": ([46.3, 86.7], [61.6, 64.4, 68.2]),
+                "sefar_b": ([50.3, 87.0], [61.5, 65.7, None])}
+    for key, (ucf, hmdb) in expected.items():
+        res = PAPER[key]["results"]
+        assert [res["ucf101"][k] for k in ("0.01", "0.1")] == ucf
+        assert [res["hmdb51"][k] for k in ("0.4", "0.5", "0.6")] == hmdb
+        assert PAPER[key]["source"]
+    assert PAPER["full_svformer"]["results"] == {}  # abstract only: no invented numbers
+    assert "abstract" in PAPER["full_svformer"]["source"]
+
+
+def test_markdown_output_and_file(runs, tmp_path, capsys):
+    out = tmp_path / "table.md"
+    rows = compare.main([str(d) for d in runs["dirs"]] + ["--markdown", "--out", str(out)])
+    text = out.read_text()
+    assert capsys.readouterr().out == text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    assert table[1] == "|" + "---|" * 8
+    assert len(table) == 2 + len(rows)
+    assert all(line.count("|") == 9 for line in table)  # 8 columns on every line
+    m, sd = statistics.mean(runs["small"]), statistics.stdev(runs["small"])
+    assert f"| ucf101 | 1% | small | {m:.2f} ± {sd:.2f} (n=3) | SVFormer-S | small | 31.4 | {m - 31.4:+.2f} |" in table
+    assert any("Full-SVFormer" in line and "abstract" in line for line in text.splitlines())
+
+
+def test_metric_teacher_top1(runs):
+    rows = compare.main([str(d) for d in runs["dirs"][:3]] + ["--metric", "teacher_top1"])
+    assert rows[0]["mean"] == pytest.approx(statistics.mean(t + 1.5 for t in runs["small"]))
+
+
+def test_missing_key_names_file_and_key(tmp_path):
+    d = make_run(tmp_path, "r")
+    summary = json.loads((d / "summary.json").read_text())
+    del summary["arch"]
+    (d / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(BenchError, match=r"r/summary\.json: missing key 'arch'"):
+        compare.load_runs([d])
+    with pytest.raises(BenchError, match="missing key 'nope'"):
+        compare.load_summary(make_run(tmp_path, "r2"), metric="nope")
+
+
+def test_malformed_or_missing_summary(tmp_path):
+    d = tmp_path / "bad"
+    d.mkdir()
+    (d / "summary.json").write_text('{"dataset": "ucf101",')
+    with pytest.raises(BenchError, match=r"bad/summary\.json: not valid JSON"):
+        compare.load_summary(d)
+    with pytest.raises(BenchError, match=r"nothere/summary\.json: no such file"):
+        compare.load_summary(tmp_path / "nothere")
+    (d / "summary.json").write_text(json.dumps({"dataset": "x", "labeled": "ten", "arch": "tiny", "top1": 1}))
+    with pytest.raises(BenchError, match="'labeled' must be a number"):
+        compare.load_summary(d)
+
+
+def test_cli_as_script(runs, tmp_path):
+    # Run as the README says, from another directory: checks the sys.path handling and the exit message.
+    cmd = [sys.executable, str(ROOT / "bench" / "compare.py")]
+    ok = subprocess.run(cmd + [str(runs["dirs"][0])], capture_output=True, text=True, cwd=tmp_path)
+    assert ok.returncode == 0 and "SVFormer-S" in ok.stdout
+    bad = subprocess.run(cmd + [str(tmp_path / "missing")], capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 1 and "compare.py:" in bad.stderr and "summary.json: no such file" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------------------
+# plot.py
+# ---------------------------------------------------------------------------------------------------------
+@pytest.fixture
+def plot():
+    pytest.importorskip("matplotlib", reason="matplotlib not installed: bench/plot.py cannot draw (see requirements.txt)")
+    from bench import plot
+
+    return plot
+
+
+def assert_png(path):
+    data = Path(path).read_bytes()
+    assert len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n", path
+
+
+def test_plot_writes_every_figure(plot, tmp_path):
+    d = make_run(tmp_path, "run", metrics=full_metrics())
+    result = plot.plot_run(d)
+    names = sorted(p.name for p in result["written"])
+    assert names == sorted(f"{stem}.png" for stem in plot.FIGURES)
+    assert result["skipped"] == []
+    for p in result["written"]:
+        assert p.parent == d / "plots"
+        assert_png(p)
+
+
+def test_plot_skips_absent_keys_with_a_note(plot, tmp_path, capsys):
+    metrics = [{k: v for k, v in m.items() if k not in ("mask_ratio", "anl_negatives")} for m in full_metrics()]
+    d = make_run(tmp_path, "run", metrics=metrics)
+    result = plot.plot_run(d, tmp_path / "out")
+    names = {p.name for p in result["written"]}
+    assert "mask_ratio.png" not in names and "anl.png" in names  # anl_k alone is still drawn
+    assert not (tmp_path / "out" / "mask_ratio.png").exists()
+    assert any("mask_ratio" in n for n in result["skipped"]) and any("anl_negatives" in n for n in result["skipped"])
+    assert "mask_ratio" in capsys.readouterr().err
+
+
+def test_plot_errors_name_file_and_line(plot, tmp_path):
+    d = make_run(tmp_path, "run", metrics=full_metrics(2))
+    with open(d / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 30, "loss": \n')
+    n_lines = len((d / "metrics.jsonl").read_text().splitlines())
+    with pytest.raises(BenchError, match=rf"run/metrics\.jsonl:{n_lines}: not valid JSON"):
+        plot.plot_run(d)
+    (d / "metrics.jsonl").write_text("\n\n")
+    with pytest.raises(BenchError, match=r"run/metrics\.jsonl: empty"):
+        plot.plot_run(d)
+    (d / "metrics.jsonl").write_text('{"kind": "train"}\n[1, 2]\n')
+    with pytest.raises(BenchError, match=r"metrics\.jsonl:2: expected a JSON object"):
+        plot.plot_run(d)
+
+
+def test_compare_plot_flag_plots_every_run(plot, tmp_path):
+    dirs = [make_run(tmp_path, f"r{i}", top1=30.0 + i, metrics=full_metrics(3)) for i in range(2)]
+    compare.main([str(d) for d in dirs] + ["--plot"])
+    for d in dirs:
+        assert_png(d / "plots" / "losses.png")
+        assert_png(d / "plots" / "accuracy.png")
+
+
+def test_paper_flag_reads_another_file(tmp_path):
+    paper = tmp_path / "p.yaml"
+    paper.write_text(yaml.safe_dump({"methods": {"toy": {"name": "Toy", "arch": "tiny", "source": "test",
+                                                         "results": {"synthetic": {"0.1": 80.0}}}}}))
+    d = make_run(tmp_path, "syn", dataset="synthetic", labeled=0.1, arch="tiny", top1=85.0)
+    rows = compare.main([str(d), "--paper", str(paper)])
+    assert [(r["paper_name"], r["delta"]) for r in rows] == [("Toy", pytest.approx(5.0))]
+    paper.write_text(yaml.safe_dump({"methods": {"toy": {"name": "Toy", "arch": "tiny", "results": {}}}}))
+    with pytest.raises(BenchError, match="method 'toy' is missing 'source'"):
+        compare.main([str(d), "--paper", str(paper)])
