@@ -1260,6 +1260,9 @@ SYNTH_MOTIONS = [("move_up", -1, 0), ("move_down", 1, 0), ("move_sideways", 0, 1
                  ("rush_sideways", 0, 2), ("rise_steep", -2, 1), ("fall_steep", 1, 2), ("rise_flat", -1, 2)]
 
 
+SYNTH_CLUTTER, SYNTH_SIDE, SYNTH_CONTRAST = 6, 1 / 8, False
+
+
 def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, length: int, seed: int = 0,
                      noise: float = 0.08, distractors: int = 3) -> torch.Tensor:
     """Frames `frames` (indices into a `length`-frame video) of synthetic clip `index` -> uint8 (len, 3, size, size).
@@ -1274,13 +1277,13 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, le
     bg = torch.rand(3, 1, 1, generator=g) * 0.5 + 0.25
     img = bg.expand(3, size, size).clone()
     ys, xs = torch.arange(size), torch.arange(size)
-    for _ in range(6):  # static clutter rectangles
+    for _ in range(SYNTH_CLUTTER):  # static clutter rectangles
         y0, x0 = torch.randint(size, (2,), generator=g).tolist()
         h, w = torch.randint(size // 8 + 1, size // 3 + 2, (2,), generator=g).tolist()
         box = (((ys - y0) % size < h)[:, None] & ((xs - x0) % size < w)[None, :])  # (size, size)
         img = torch.where(box, torch.rand(3, 1, 1, generator=g), img)
-    side = max(2, size // 8)
-    colour = torch.rand(3, 1, 1, generator=g)
+    side = max(2, round(size * SYNTH_SIDE))
+    colour = (bg + 0.5) % 1 if SYNTH_CONTRAST else torch.rand(3, 1, 1, generator=g)
     pos = torch.rand(distractors + 1, 2, generator=g) * size  # row 0 is the mover
     t = frames.to(torch.float32)
     step = size / max(length, 1)
