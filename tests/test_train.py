@@ -1,0 +1,256 @@
+"""Training loop, CLI and run directory: tiny CLI runs on the built-in synthetic dataset (cleanrl-style tests)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import fullsvformer as fs
+
+ROOT = Path(fs.__file__).parent
+# A model and dataset small enough that an epoch takes about a second on 2 cores.
+TINY = ["--dataset", "synthetic", "--img-size", "16", "--patch-size", "8", "--embed-dim", "32", "--depth", "1",
+        "--num-heads", "2", "--num-frames", "4", "--clip-stride", "2", "--synth-size", "20", "--synth-length", "16",
+        "--synth-classes", "3", "--synth-clips-per-class", "12", "--synth-test-per-class", "4", "--labeled", "0.25",
+        "--labeled-batch", "2", "--mu", "2", "--global-batch", "2", "--epochs", "2", "--eval-every", "1",
+        "--log-every", "1", "--workers", "0", "--eval-batch", "8", "--device", "cpu"]
+RESULT_KEYS = ("top1", "top5", "teacher_top1", "teacher_top5", "per_class_top1", "teacher_per_class_top1", "steps")
+
+
+def run_cli(args, timeout=300, check=True):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), *args], capture_output=True, text=True,
+                         timeout=timeout, cwd=ROOT, env=env)
+    if check:
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "run"
+    torch.set_num_threads(1)
+    summary = fs.main(TINY + ["--out", str(out)])
+    return out, summary
+
+
+# ---- the run directory ------------------------------------------------------------------------------------------------
+
+def test_run_directory_contents(tiny_run):
+    out, summary = tiny_run
+    for name in ("config.yaml", "log.txt", "metrics.jsonl", "last.pt", "best.pt", "summary.json"):
+        assert (out / name).is_file(), name
+    on_disk = json.loads((out / "summary.json").read_text())
+    for k in ("top1", "top5", "teacher_top1", "teacher_top5", "num_classes", "epochs", "steps", "wall_time_s",
+              "clips_per_s"):
+        assert k in on_disk, k
+    assert on_disk["num_classes"] == 3 and on_disk["epochs"] == 2 and on_disk["steps"] == 12  # 27 unlabeled / 4
+    assert on_disk["top1"] == summary["top1"] and 0 <= on_disk["top1"] <= 100
+    assert len(on_disk["per_class_top1"]) == 3 and on_disk["clips_per_s"] > 0
+
+
+def test_metrics_log_has_every_term(tiny_run):
+    out, _ = tiny_run
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["kind"] == "train"]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 13))
+    for k in ("loss", "loss_ce", "loss_kl", "loss_mix", "loss_nl", "mask_ratio", "anl_k", "anl_negatives",
+              "pseudo_label_acc", "lr", "clips_per_s", "bad_videos"):
+        assert k in train[0], k
+    assert all(2 <= r["anl_k"] <= 3 for r in train)  # k is in 2..C
+    assert len(evals) == 1 and evals[0]["epoch"] == 1  # the last epoch gets the full eval instead
+    # The logged total is the weighted sum of the logged terms (defaults: 2 KL + 2 mix + 1 NL).
+    r = train[-1]
+    assert r["loss"] == pytest.approx(r["loss_ce"] + 2 * r["loss_kl"] + 2 * r["loss_mix"] + r["loss_nl"], rel=1e-4)
+
+
+def test_config_yaml_round_trips(tiny_run):
+    out, _ = tiny_run
+    cfg = fs.load_config(out / "config.yaml")
+    assert cfg.model.embed_dim == 32 and cfg.data.mu == 2 and cfg.train.epochs == 2
+
+
+def test_checkpoint_loads_as_pretrained_student_and_teacher(tiny_run):
+    out, _ = tiny_run
+    ckpt = torch.load(out / "last.pt", weights_only=True)
+    assert ckpt["format"] == "fullsvformer" and ckpt["state"]["step"] == 12
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
+    m = fs.build_model(fs.load_config(out / "config.yaml").model, 3, 4, 16)
+    assert fs.load_pretrained(m, out / "last.pt").format == "ours"
+    fs.load_pretrained(m, f"{out / 'last.pt'}:teacher")
+    torch.testing.assert_close(m.state_dict()["head.weight"], ckpt["ema"]["head.weight"])
+
+
+def test_eval_subcommand_reproduces_the_final_eval(tiny_run):
+    out, summary = tiny_run
+    res = fs.main(["eval", "--checkpoint", str(out / "last.pt"), "--device", "cpu"])
+    assert res["top1"] == pytest.approx(summary["top1"]) and res["teacher_top1"] == pytest.approx(
+        summary["teacher_top1"])
+
+
+def test_eval_rejects_a_class_count_mismatch(tiny_run):
+    out, _ = tiny_run
+    with pytest.raises(ValueError, match="trained for 3 classes.*has 4"):
+        fs.main(["eval", "--checkpoint", str(out / "last.pt"), "--synth-classes", "4", "--device", "cpu"])
+
+
+# ---- exact resume -----------------------------------------------------------------------------------------------------
+
+def test_sigkill_then_resume_gives_the_same_result(tmp_path, tiny_run):
+    """A run killed with SIGKILL after a checkpoint and resumed ends with the uninterrupted run's metrics."""
+    _, reference = tiny_run
+    out = tmp_path / "killed"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, str(ROOT / "fullsvformer.py"), *TINY, "--out", str(out),
+                          "--ckpt-every", "4"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and p.poll() is None:  # kill as soon as a mid-epoch checkpoint exists
+        if (out / "last.pt").exists():
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the run ended before it could be killed: " + p.stderr.read().decode()[-2000:]
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert not (out / "summary.json").exists()
+    killed_at = torch.load(out / "last.pt", weights_only=True)["state"]["step"]
+    assert 0 < killed_at < 12
+    torch.set_num_threads(1)
+    resumed = fs.main(["--resume", str(out)])
+    for k in RESULT_KEYS:
+        assert resumed[k] == reference[k], k
+    # The metrics log reads as one run: every step once.
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, 13))
+
+
+# ---- config and CLI ---------------------------------------------------------------------------------------------------
+
+def test_every_field_is_a_flag_with_its_help():
+    helptext = fs.build_parser().format_help()
+    for section in fs.SECTIONS:
+        for f in __import__("dataclasses").fields(getattr(fs.Config(), section)):
+            flag = "--" + f.name.replace("_", "-")
+            assert flag in helptext, flag
+    assert "Tube TokenMix lambda" in helptext and "--no-kl-standardize" in helptext
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path):
+    cfg, _ = fs.parse_config([])
+    assert cfg.model.arch == "tiny" and cfg.data.dataset == "synthetic"  # the demo preset
+    cfg, _ = fs.parse_config(["--dataset", "ucf101"])
+    assert cfg.model.arch == "base" and cfg.data.img_size == 224 and cfg.train.optimizer == "sgd"  # the paper's
+    assert cfg.model.dims()["embed_dim"] == 768
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": {"lr": 0.123, "epochs": 3}}))
+    cfg, _ = fs.parse_config(["--config", str(f), "--epochs", "5"])
+    assert cfg.train.lr == 0.123 and cfg.train.epochs == 5 and cfg.model.arch == "tiny"
+
+
+def test_bad_config_values_name_the_key(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
+    with pytest.raises(ValueError, match=r"unknown key train\.learning_rate"):
+        fs.parse_config(["--config", str(f)])
+    with pytest.raises(SystemExit):
+        fs.parse_config(["--arch", "huge"])
+    with pytest.raises(ValueError, match="not a multiple"):
+        fs.micro_steps_per_update(fs.config_from_dict({"train": {"global_batch": 5}, "data": {"labeled_batch": 2}}), 1)
+
+
+def test_lr_schedule():
+    t = fs.TrainConfig(lr=1.0, epochs=30, warmup_epochs=2, schedule="step", lr_milestones="25,28", lr_gamma=0.1)
+    assert fs.lr_at(0, t) == 0 and fs.lr_at(1, t) == pytest.approx(0.5) and fs.lr_at(2, t) == 1.0
+    assert fs.lr_at(24.9, t) == 1.0 and fs.lr_at(25, t) == pytest.approx(0.1) and fs.lr_at(29, t) == pytest.approx(0.01)
+    c = fs.TrainConfig(lr=1.0, epochs=10, warmup_epochs=0, schedule="cosine")
+    assert fs.lr_at(0, c) == 1.0 and fs.lr_at(5, c) == pytest.approx(0.5) and fs.lr_at(10, c) == pytest.approx(0.0)
+
+
+def test_wrong_pretrained_fails_before_training(tmp_path):
+    bogus = tmp_path / "weights.pth"
+    bogus.write_text("not weights")
+    out = run_cli(TINY + ["--out", str(tmp_path / "r"), "--pretrained", str(bogus)], check=False)
+    assert out.returncode != 0 and "weights.pth is not a PyTorch checkpoint" in out.stderr
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def test_non_finite_losses_skip_steps_then_abort(tmp_path, monkeypatch):
+    real = fs.ssl_losses
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        loss, terms = real(*a, **k)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] in (2, 3) else loss), terms
+
+    monkeypatch.setattr(fs, "ssl_losses", flaky)
+    res = fs.main(TINY + ["--out", str(tmp_path / "a"), "--epochs", "1"])
+    assert res["nonfinite_skipped"] == 2 and res["steps"] == 6
+    rows = [json.loads(r) for r in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[2]["nonfinite_skipped"] == 2
+
+    # A good first epoch, then only NaNs: abort after 3 in a row, and keep epoch 1's checkpoint as it was.
+    calls["n"] = 0
+    monkeypatch.setattr(fs, "ssl_losses", lambda *a, **k: (lambda l, t: (
+        l * float("nan") if calls.__setitem__("n", calls["n"] + 1) or calls["n"] > 6 else l, t))(*real(*a, **k)))
+    with pytest.raises(FloatingPointError, match="3 non-finite losses in a row"):
+        fs.main(TINY + ["--out", str(tmp_path / "b"), "--epochs", "2", "--max-nonfinite", "3"])
+    kept = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert kept["state"]["step"] == 6 and kept["state"]["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in kept["model"].values())
+
+
+def test_out_of_memory_names_the_knobs(tmp_path, monkeypatch):
+    def oom(cfg):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    monkeypatch.setattr(fs, "train", oom)
+    with pytest.raises(torch.OutOfMemoryError, match="--labeled-batch.*--grad-checkpointing.*--num-frames"):
+        fs.main(TINY + ["--out", str(tmp_path / "oom")])
+
+
+# ---- speed paths ------------------------------------------------------------------------------------------------------
+
+def test_compiled_step_runs_without_recompiling(tmp_path):
+    """--compile: the student and teacher forwards compile once; after warm-up no step recompiles."""
+    code = f"""
+import torch, fullsvformer as fs
+from torch._dynamo.utils import counters
+torch._dynamo.config.recompile_limit = 8
+seen = []
+real = fs.ssl_losses
+def counting(*a, **k):
+    out = real(*a, **k)
+    seen.append(counters["stats"]["unique_graphs"])
+    return out
+fs.ssl_losses = counting
+fs.main({TINY!r} + ["--out", {str(tmp_path / 'c')!r}, "--compile", "--epochs", "1", "--eval-every", "0"])
+print("GRAPHS", seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    graphs = json.loads(out.stdout.split("GRAPHS")[-1].strip())
+    assert len(graphs) == 6 and graphs[0] >= 2  # the teacher and the student were compiled
+    assert graphs[-1] == graphs[1], f"recompiled after warm-up: unique graphs per step {graphs}"
+
+
+def test_ddp_two_processes_gloo(tmp_path):
+    """torchrun with 2 CPU processes (gloo): rank 0 alone writes the run directory; eval counts are summed."""
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(ROOT / "fullsvformer.py"), *TINY, "--out", str(out), "--epochs", "1", "--global-batch", "4"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    s = json.loads((out / "summary.json").read_text())
+    assert s["test_videos"] == 12  # 3 classes x 4 test clips, each evaluated once across the 2 ranks
+    assert s["steps"] == 3  # 27 unlabeled clips, 2 ranks x 4 per step -> 3 steps
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines if json.loads(x)["kind"] == "train"] == [1, 2, 3]  # rank 0 only
