@@ -2319,11 +2319,7 @@ def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config
     """Resolve the config: dataclass defaults < PRESETS[dataset] < --config FILE < flags."""
     import yaml
     args = build_parser(with_checkpoint).parse_args(argv)
-    flags: dict[str, dict] = {}
-    for dest, v in vars(args).items():
-        if "." in dest:
-            section, name = dest.split(".", 1)
-            flags.setdefault(section, {})[name] = v
+    flags = flag_overrides(args)
     file_cfg = {}
     if args.config:
         load_config(args.config)  # validates keys and values, naming the offending key
@@ -2332,6 +2328,16 @@ def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config
     cfg = config_from_dict(PRESETS.get(dataset, {}))
     cfg = config_from_dict(file_cfg, cfg)
     return config_from_dict(flags, cfg), args
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, dict]:
+    """The flags given on the command line as {section: {field: value}} (absent flags are not in args)."""
+    flags: dict[str, dict] = {}
+    for dest, v in vars(args).items():
+        if "." in dest:
+            section, name = dest.split(".", 1)
+            flags.setdefault(section, {})[name] = v
+    return flags
 
 
 def evaluate_checkpoint(argv: list[str]) -> dict:
@@ -2348,11 +2354,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     base = config_from_dict(ckpt["config"])
     if args.config:
         base = config_from_dict(yaml.safe_load(Path(args.config).read_text()) or {}, base)
-    flags: dict[str, dict] = {}
-    for dest, v in vars(args).items():
-        if "." in dest:
-            flags.setdefault(dest.split(".")[0], {})[dest.split(".", 1)[1]] = v
-    cfg = config_from_dict(flags, base)
+    cfg = config_from_dict(flag_overrides(args), base)
     setup_logging(None)
     device = pick_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)
@@ -2385,17 +2387,12 @@ def main(argv: list[str] | None = None) -> dict:
         return make_splits_main(argv[1:]) or {}
     if argv and argv[0] == "make-synthetic":
         return make_synthetic_main(argv[1:]) or {}
-    cfg, _ = parse_config(argv)
+    cfg, args = parse_config(argv)
     if cfg.train.resume:  # the run's own config, with any flags given now on top (e.g. --epochs to extend it)
         stored = Path(cfg.train.resume) / "config.yaml"
         if not stored.is_file():
             raise FileNotFoundError(f"cannot resume: {stored} does not exist")
-        flags = parse_config(argv)[1]
-        over: dict[str, dict] = {}
-        for dest, v in vars(flags).items():
-            if "." in dest:
-                over.setdefault(dest.split(".")[0], {})[dest.split(".", 1)[1]] = v
-        cfg = config_from_dict(over, load_config(stored))
+        cfg = config_from_dict(flag_overrides(args), load_config(stored))
     try:
         return train(cfg)
     except torch.OutOfMemoryError as e:
