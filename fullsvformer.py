@@ -1705,7 +1705,8 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
 def sample_lambda(beta: float, generator: torch.Generator | None = None) -> float:
     """lambda ~ Beta(beta, beta) for Tube TokenMix (SVFormer: one lambda per batch), drawn from a torch generator so
     that it follows the run's seed. Beta(a, a) = X / (X + Y) with X, Y ~ Gamma(a), as torch has no seeded Beta."""
-    g = torch._standard_gamma(torch.full((2,), float(beta), dtype=torch.float64), generator=generator)
+    device = generator.device if generator is not None else None  # a CUDA generator draws on CUDA
+    g = torch._standard_gamma(torch.full((2,), float(beta), dtype=torch.float64, device=device), generator=generator)
     return float(g[0] / g.sum())
 
 
@@ -1988,9 +1989,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         loss = loss + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
-    known = unl["label"].to(device) >= 0
-    if known.any():  # pseudo-label accuracy against the hidden true labels: the key SSL diagnostic
-        terms["pseudo_label_acc"] = (t_logits.argmax(-1) == unl["label"].to(device))[known].float().mean()
+    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. No host sync.
+    y_true = unl["label"].to(device, non_blocking=True)
+    known = y_true >= 0
+    terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum().clamp(min=1)
     return loss, terms
 
 
