@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch.utils.checkpoint
 import torch.utils.data
 
 log = logging.getLogger("fullsvformer")
@@ -96,7 +97,7 @@ class DataConfig:
     # DATA-CONFIG-FIELDS (the data section owns the fields below this line)
     data_root: str = F_("", "dataset folder: ucf101/hmdb51 layout (see the data section) or the root of list paths")
     split: int = F_(1, "official train/test split (UCF-101, HMDB-51)", (1, 2, 3))
-    labeled: float = F_(0.01, "labeled fraction of the train list, class-balanced; UCF-101: x%% = x clips per class "
+    labeled: float = F_(0.01, "labeled fraction of the train list, class-balanced; UCF-101: x% = x clips per class "
                               "as SVFormer; committed splits/ files are used where they exist")
     split_seed: int = F_(0, "seed of the labeled/unlabeled draw (committed: 0, 1, 2)")
     train_list: str = F_("", "--dataset lists: labeled '<path> <label>' list (SVFormer's train.csv)")
@@ -209,6 +210,25 @@ class TrainConfig:
     ckpt_every: int = F_(0, "also write last.pt every N optimizer steps (0 = once per epoch)")
     max_nonfinite: int = F_(20, "abort after this many non-finite losses in a row (each one skips its step)")
 
+    def __post_init__(self):
+        for k in ("epochs", "global_batch", "log_every", "max_nonfinite"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"train.{k}={getattr(self, k)} must be >= 1")
+        for k in ("eval_every", "ckpt_every", "warmup_epochs", "grad_clip", "weight_decay", "gamma_kl", "gamma_mix",
+                  "gamma_nl", "kl_threshold"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"train.{k}={getattr(self, k)} must be >= 0")
+        for k in ("lr", "kl_tau", "mix_beta"):
+            if getattr(self, k) <= 0:
+                raise ValueError(f"train.{k}={getattr(self, k)} must be > 0")
+        for k in ("ema_momentum", "momentum", "mix_threshold", "nl_drop_threshold", "lr_gamma"):
+            if not 0 <= getattr(self, k) <= 1:
+                raise ValueError(f"train.{k}={getattr(self, k)} must be in [0, 1]")
+        try:
+            [float(m) for m in self.lr_milestones.split(",") if m.strip()]
+        except ValueError:
+            raise ValueError(f"train.lr_milestones={self.lr_milestones!r}: expected comma-separated epochs") from None
+
 
 @dataclass
 class Config:
@@ -239,11 +259,34 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
             if k not in known:
                 raise ValueError(f"config: unknown key {s}.{k}; known keys: {', '.join(sorted(known))}")
         values.update(sub)
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            values[f.name] = _checked_value(f"{s}.{f.name}", values[f.name], getattr(defaults, f.name),
+                                            f.metadata.get("choices"))
         out[s] = cls(**values)
     for s in d or {}:
         if s not in SECTIONS:
             raise ValueError(f"config: unknown section {s!r}; expected {', '.join(SECTIONS)}")
     return Config(**out)
+
+
+def _checked_value(key: str, v: Any, default: Any, choices: tuple | None) -> Any:
+    """v converted to the type of the field's default (YAML reads '1e-3' as a string), or a ValueError naming key."""
+    kind = type(default)
+    if kind is float and isinstance(v, (int, str)) and not isinstance(v, bool):
+        try:
+            v = float(v)
+        except ValueError:
+            raise ValueError(f"config: {key}={v!r} is not a number") from None
+    ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
+    if kind is list:
+        ok = ok and len(v) == len(default) and all(isinstance(x, (int, float)) for x in v)
+    if not ok:
+        raise ValueError(f"config: {key}={v!r}: expected {kind.__name__}" + (f" of {len(default)} numbers"
+                                                                         if kind is list else ""))
+    if choices and v not in choices:
+        raise ValueError(f"config: {key}={v!r}; expected one of {', '.join(map(str, choices))}")
+    return v
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
@@ -1164,7 +1207,7 @@ class ClipAugment:
         # v2 transforms draw from torch's global RNG: fork it so a per-sample seed does not disturb the caller's stream
         # (with workers = 0 the caller is the training process).
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
             weak = self.weak(tv_tensors.Video(frames))  # (T, C, S, S)
             out = {"weak": weak.as_subclass(torch.Tensor)}
             if strong:
@@ -1528,14 +1571,18 @@ class _StepSampler:
     """Batch sampler over steps start..end of one epoch; set() before each iter() (the loader keeps its workers)."""
 
     def __init__(self, data: Data, rank: int, world: int):
-        self.data, self.rank, self.world, self.epoch, self.start = data, rank, world, 0, 0
+        self.data, self.rank, self.world, self.epoch, self.start, self.end = data, rank, world, 0, 0, None
+
+    def _end(self) -> int:
+        n = steps_per_epoch(self.data, self.world)
+        return n if self.end is None else min(n, self.end)
 
     def __iter__(self):
-        for step in range(self.start, steps_per_epoch(self.data, self.world)):
+        for step in range(self.start, self._end()):
             yield train_keys(self.data, self.epoch, step, self.rank, self.world)
 
     def __len__(self):
-        return steps_per_epoch(self.data, self.world) - self.start
+        return self._end() - self.start
 
 
 def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> torch.utils.data.DataLoader:
@@ -1543,19 +1590,23 @@ def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> to
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=c.workers,
         pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and c.workers > 0,
-        prefetch_factor=c.prefetch if c.workers > 0 else None)
+        prefetch_factor=c.prefetch if c.workers > 0 else None,
+        # Its own generator: a new iterator otherwise draws its base seed from the global RNG, which would shift the
+        # model's dropout stream between an uninterrupted run and a resumed one.
+        generator=torch.Generator().manual_seed(data.seed))
 
 
-def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1):
-    """Yield (labeled batch, unlabeled batch or None) for steps start_step .. steps_per_epoch-1 of `epoch`.
-    Skipped videos are counted in data.bad (which aborts past max_bad_fraction)."""
+def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1,
+                  end_step: int | None = None):
+    """Yield (labeled batch, unlabeled batch or None) for steps start_step .. end_step-1 (default: the epoch's end) of
+    `epoch`. Skipped videos are counted in data.bad (which aborts past max_bad_fraction)."""
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
         train_set = _TrainSet(data.labeled, data.unlabeled)
         data._loaders[key] = (_loader(data, train_set, sampler, _collate_train, persistent=True), sampler)
     loader, sampler = data._loaders[key]
-    sampler.epoch, sampler.start = epoch, start_step
+    sampler.epoch, sampler.start, sampler.end = epoch, start_step, end_step
     for lab, unl, bad, served in loader:
         data.bad.record(bad, served)
         yield lab, unl
@@ -2026,13 +2077,14 @@ def train(cfg: Config) -> dict:
     if steps_per_ep == 0:
         raise ValueError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
                          f"only {micro_per_epoch}: lower --global-batch or raise --labeled-batch")
+    layout = {"world": world, "accum": accum, "steps_per_epoch": steps_per_ep}
     state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "nonfinite": 0, "nonfinite_total": 0,
-             "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0}
+             "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0, "layout": layout}
     if t_cfg.resume:
-        state = load_checkpoint(run_dir / "last.pt", model, teacher, optimizer, scaler, gen, device)
+        state = load_checkpoint(run_dir / "last.pt", model, teacher, optimizer, scaler, gen, rank, layout)
         log.info("resumed %s at epoch %d, step %d", run_dir, state["epoch"], state["step"])
-    if rank == 0:
-        save_config(cfg, run_dir / "config.yaml")
+    if rank == 0:  # stored without 'resume', so `--config RUN/config.yaml` starts a new run
+        save_config(dataclasses.replace(cfg, train=dataclasses.replace(t_cfg, resume="")), run_dir / "config.yaml")
         truncate_metrics(run_dir / "metrics.jsonl", state["step"])
     seed_everything(t_cfg.seed + 7919 * rank + 104729 * state["step"])  # dropout/drop-path differ per rank
     if t_cfg.resume:
@@ -2051,6 +2103,7 @@ def train(cfg: Config) -> dict:
              t_cfg.compile, world)
 
     meter: dict[str, float] = state.pop("meter", {})
+    warm = not t_cfg.compile
     t_start = time.perf_counter() - state["wall_time_s"]
     for epoch in range(state["epoch"], t_cfg.epochs):
         student.train()
@@ -2058,9 +2111,8 @@ def train(cfg: Config) -> dict:
                    disable=rank != 0, dynamic_ncols=True)
         micro = state["micro"]
         t_log = time.perf_counter()
-        for lab, unl in train_batches(data, epoch, micro, rank, world):
-            if micro >= steps_per_ep * accum:  # the partial last accumulation group of an epoch is not used
-                break
+        # The partial last accumulation group of an epoch is not used (nor decoded).
+        for lab, unl in train_batches(data, epoch, micro, rank, world, end_step=steps_per_ep * accum):
             sync = (micro + 1) % accum == 0
             with contextlib.nullcontext() if sync or world == 1 else student.no_sync():
                 loss, terms = ssl_losses(student, teacher_fwd, lab, unl, cfg, device, amp, gen)
@@ -2075,9 +2127,12 @@ def train(cfg: Config) -> dict:
                 continue
             # --- one optimizer step ---------------------------------------------------------------------------
             step = state["step"]
-            lr = lr_at(step / steps_per_ep, t_cfg)
+            lr = lr_at((step + 1) / steps_per_ep, t_cfg)  # the lr at the end of this step: never 0 in warmup
             for g in optimizer.param_groups:
                 g["lr"] = lr
+            if world > 1:  # every rank must take the same decision: DDP averaged a NaN into everyone's gradients
+                finite = finite.to(torch.int32)
+                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
             if bool(finite):  # the one host sync per optimizer step
                 state["nonfinite"] = 0
                 if t_cfg.grad_clip > 0:
@@ -2101,20 +2156,23 @@ def train(cfg: Config) -> dict:
             if step % t_cfg.log_every == 0 or micro == steps_per_ep * accum:
                 dt = time.perf_counter() - t_log
                 n = meter.pop("n")
-                clips = meter.pop("clips")
+                clips = meter.pop("clips") * world  # every process trains on as many clips
                 row = {"kind": "train", "step": step, "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
                        "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
                        **{k: float(v) / n for k, v in meter.items()}}
-                state["train_clips"] += clips
-                state["train_time_s"] += dt
+                if warm:  # the run's clips/s excludes the first interval of a compiled run (compilation)
+                    state["train_clips"] += clips
+                    state["train_time_s"] += dt
+                warm = True
                 meter = {}
                 if rank == 0:
                     append_metrics(run_dir / "metrics.jsonl", row)
                     bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
                 t_log = time.perf_counter()
             if t_cfg.ckpt_every and step % t_cfg.ckpt_every == 0:
+                t0 = time.perf_counter()
                 checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start)
-                t_log = time.perf_counter()
+                t_log += time.perf_counter() - t0  # the interval's clips/s excludes the checkpoint write
         bar.close()
         state["epoch"], state["micro"] = epoch + 1, 0
         if t_cfg.eval_every and (epoch + 1) % t_cfg.eval_every == 0 and epoch + 1 < t_cfg.epochs:
@@ -2164,7 +2222,9 @@ def micro_steps_per_update(cfg: Config, world: int) -> int:
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
-        return "bf16" if device.type == "cuda" else "none"
+        if device.type != "cuda":
+            return "none"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if amp == "fp16" and device.type == "cpu":
         raise ValueError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
     return amp
@@ -2223,7 +2283,7 @@ def rng_state() -> dict:
            "numpy": [torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2])],
            "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        out["cuda"] = torch.cuda.get_rng_state_all()
+        out["cuda"] = torch.cuda.get_rng_state()  # this process's own device
     return out
 
 
@@ -2232,18 +2292,23 @@ def restore_rng(s: dict) -> None:
     np.random.set_state(("MT19937", s["numpy"][0].numpy().astype(np.uint32), int(s["numpy"][1]), 0, 0.0))
     torch.set_rng_state(s["torch"])
     if "cuda" in s and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        torch.cuda.set_rng_state(s["cuda"])
 
 
 def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, cfg: Config,
                state: dict, meter: dict, t_start: float, best: bool = False) -> None:
-    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, generator, rng, state, config}.
-    Keys are the plain module's (never the compiled or DDP wrapper's), so any loader can read them."""
+    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, rng of every rank, state, config}.
+    Keys are the plain module's (never the compiled or DDP wrapper's), so any loader can read them. Every rank must
+    call it: the ranks' RNG states are gathered, so that a resumed DDP run continues every rank's own streams."""
+    rngs = [{"generator": gen.get_state(), "global": rng_state()}]
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rngs = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(rngs, {"generator": gen.get_state().cpu(), "global": rng_state()})
     if rank != 0:
         return
     ckpt = {"format": "fullsvformer", "model": _unwrap(model).state_dict(), "ema": teacher.state_dict(),
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "generator": gen.get_state(),
-            "rng_global": rng_state(), "state": {**state, "wall_time_s": time.perf_counter() - t_start},
+            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
+            "state": {**state, "wall_time_s": time.perf_counter() - t_start},
             "meter": {k: float(v) for k, v in meter.items()}, "config": config_to_dict(cfg),
             "num_classes": _unwrap(model).num_classes}
     path = run_dir / ("best.pt" if best else "last.pt")
@@ -2252,20 +2317,29 @@ def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, o
     os.replace(tmp, path)  # atomic: a run killed mid-write keeps the previous checkpoint
 
 
-def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen,
-                    device: torch.device) -> dict:
-    """Restore a checkpoint written by `checkpoint`; returns the loop state (with 'meter' and 'rng_global')."""
+def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, rank: int,
+                    layout: dict) -> dict:
+    """Restore a checkpoint written by `checkpoint`; returns the loop state (with 'meter' and 'rng_global').
+    `layout` (processes, micro-batches per step, steps per epoch) must match the checkpoint's, or the step counter
+    would mean other data."""
     if not path.is_file():
         raise FileNotFoundError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     if ckpt.get("format") != "fullsvformer":
         raise CheckpointError(f"{path} is not a fullsvformer training checkpoint")
-    model.load_state_dict(ckpt["model"])
-    teacher.load_state_dict(ckpt["ema"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    scaler.load_state_dict(ckpt["scaler"])
-    gen.set_state(ckpt["generator"])
-    return {**ckpt["state"], "meter": ckpt["meter"], "rng_global": ckpt["rng_global"]}
+    saved = ckpt["state"].get("layout", {})
+    if saved != layout:
+        raise ValueError(f"cannot resume {path} exactly: it was written with {saved}, this run has {layout} "
+                         "(keep the number of processes, --global-batch, --labeled-batch and --mu)")
+    try:
+        model.load_state_dict(ckpt["model"])
+        teacher.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scaler.load_state_dict(ckpt["scaler"])
+        gen.set_state(ckpt["rng"][rank]["generator"])
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot resume from {path}: {e}") from None
+    return {**ckpt["state"], "meter": ckpt["meter"], "rng_global": ckpt["rng"][rank]["global"]}
 
 
 # ======================================================================================================================
@@ -2326,7 +2400,8 @@ def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config
     if args.config:
         load_config(args.config)  # validates keys and values, naming the offending key
         file_cfg = yaml.safe_load(Path(args.config).read_text()) or {}
-    dataset = flags.get("data", {}).get("dataset") or file_cfg.get("data", {}).get("dataset") or DataConfig().dataset
+    dataset = flags.get("data", {}).get("dataset") or (file_cfg.get("data") or {}).get("dataset") \
+        or DataConfig().dataset
     cfg = config_from_dict(PRESETS.get(dataset, {}))
     cfg = config_from_dict(file_cfg, cfg)
     return config_from_dict(flags, cfg), args
@@ -2394,6 +2469,8 @@ def main(argv: list[str] | None = None) -> dict:
         stored = Path(cfg.train.resume) / "config.yaml"
         if not stored.is_file():
             raise FileNotFoundError(f"cannot resume: {stored} does not exist")
+        if args.config or cfg.train.out:
+            raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
         cfg = config_from_dict(flag_overrides(args), load_config(stored))
     try:
         return train(cfg)

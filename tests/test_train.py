@@ -103,12 +103,16 @@ def test_eval_rejects_a_class_count_mismatch(tiny_run):
 
 # ---- exact resume -----------------------------------------------------------------------------------------------------
 
-def test_sigkill_then_resume_gives_the_same_result(tmp_path, tiny_run):
+DROPOUT = ["--drop-path", "0.1", "--head-dropout", "0.5"]  # so the model's own RNG stream matters on resume
+
+
+def test_sigkill_then_resume_gives_the_same_result(tmp_path):
     """A run killed with SIGKILL after a checkpoint and resumed ends with the uninterrupted run's metrics."""
-    _, reference = tiny_run
+    torch.set_num_threads(1)
+    reference = fs.main(TINY + DROPOUT + ["--out", str(tmp_path / "straight")])
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([sys.executable, str(ROOT / "fullsvformer.py"), *TINY, "--out", str(out),
+    p = subprocess.Popen([sys.executable, str(ROOT / "fullsvformer.py"), *TINY, *DROPOUT, "--out", str(out),
                           "--ckpt-every", "4"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 240
     while time.time() < deadline and p.poll() is None:  # kill as soon as a mid-epoch checkpoint exists
@@ -123,8 +127,14 @@ def test_sigkill_then_resume_gives_the_same_result(tmp_path, tiny_run):
     assert 0 < killed_at < 12
     torch.set_num_threads(1)
     resumed = fs.main(["--resume", str(out)])
+    assert resumed["top1"] != 0 or resumed["teacher_top1"] != 0
     for k in RESULT_KEYS:
         assert resumed[k] == reference[k], k
+    # Stronger than the metrics: the final student and teacher weights are bit-identical.
+    a, b = (torch.load(d / "last.pt", weights_only=True) for d in (tmp_path / "straight", out))
+    for part in ("model", "ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k}"
     # The metrics log reads as one run: every step once.
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if json.loads(line)["kind"] == "train"]
@@ -159,6 +169,16 @@ def test_bad_config_values_name_the_key(tmp_path):
     f.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
     with pytest.raises(ValueError, match=r"unknown key train\.learning_rate"):
         fs.parse_config(["--config", str(f)])
+    f.write_text("train:\n  lr: 1e-3\n")  # YAML reads 1e-3 as a string: converted, not rejected
+    assert fs.parse_config(["--config", str(f)])[0].train.lr == 0.001
+    for bad, msg in ((f"train:\n  schedule: Cosine\n", r"train\.schedule='Cosine'; expected one of step, cosine"),
+                     ("train:\n  log_every: 0\n", r"train\.log_every=0 must be >= 1"),
+                     ("model:\n  depth: 2.5\n", r"model\.depth=2\.5: expected int"),
+                     ("data:\n  mean: [0.5, 0.5]\n", r"data\.mean=.*expected list of 3 numbers"),
+                     ("train:\n  lr_milestones: 25;28\n", r"lr_milestones='25;28'")):
+        f.write_text(bad)
+        with pytest.raises(ValueError, match=msg):
+            fs.parse_config(["--config", str(f)])
     with pytest.raises(SystemExit):
         fs.parse_config(["--arch", "huge"])
     with pytest.raises(ValueError, match="not a multiple"):
@@ -245,7 +265,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     """torchrun with 2 CPU processes (gloo): rank 0 alone writes the run directory; eval counts are summed."""
     out = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(ROOT / "fullsvformer.py"), *TINY, "--out", str(out), "--epochs", "1", "--global-batch", "4"]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
