@@ -291,7 +291,7 @@ def test_hmdb_layout_end_to_end(tmp_path):
     fs.make_synthetic_main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "2", "--clips-per-class", "10",
                             "--size", "32", "--length", "16"])
     data = fs.build_data(cfg(dataset="hmdb51", data_root=str(tmp_path), labeled=0.45), 0)  # no committed 45% split
-    assert data.class_names == ["move_down", "move_up"] and len(data.test) == 6 and len(data.labeled) == 6  # 45% of 6 train clips per class = 3
+    assert data.class_names == ["stay_still", "vertical"] and len(data.test) == 6 and len(data.labeled) == 6  # 45% of 6 train clips per class = 3
     assert next(fs.train_batches(data, 0))[1]["strong"].shape == (2, 4, 3, 32, 32)
 
 
