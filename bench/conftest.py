@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# bench/ tests import the single file (and bench.*) from the repository root, wherever pytest is started.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
