@@ -13,7 +13,7 @@ OUT_ARG="${1:-${OUT:-.}}"
 PY="${PYTHON:-python}"
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-/tmp/fsv-inductor}"
 timeout --signal=INT --kill-after=15 "${TIMEOUT_S:-290}" \
-  "$PY" bench/gpu_bench.py --out "$OUT_ARG" --budget-s "${BUDGET_S:-210}" "${@:2}"
+  "$PY" bench/gpu_bench.py --out "$OUT_ARG" --budget-s "${BUDGET_S:-240}" "${@:2}"
 rc=$?
 [ $rc -eq 124 ] && echo "gpu.sh: hit the ${TIMEOUT_S:-290} s limit; the JSON holds the rows that finished" >&2
 exit $rc

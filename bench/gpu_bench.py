@@ -6,7 +6,8 @@
 Each row is one setting: labeled_batch B_l with mu*B_l unlabeled clips, eager or compiled, optionally with
 grad_checkpointing. A step is fullsvformer's own ssl_losses + backward + optimizer step + ema_update (bench/throughput.py
 SSLStep). clips/s counts labeled + unlabeled clips; MFU = FLOP/s (FlopCounterMode on one eager step) / dense bf16
-matmul FLOP/s measured in this process; peak memory is torch.cuda.max_memory_allocated over the setting's steps.
+matmul FLOP/s measured in this process, right before and after the row's timed steps; peak memory is
+torch.cuda.max_memory_allocated over the row (model, teacher, optimizer, activations; the matmul's buffers excluded).
 Compile time (the first compiled step) is reported apart and kept out of the timing. Rows run in priority order and
 the JSON is rewritten after each one, so a --budget-s cut or a timeout still leaves every finished row. Needs torch
 and timm; transformers is optional (the HF Timesformer ratio is skipped without it); never imports torchcodec.
@@ -17,6 +18,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -31,7 +33,7 @@ fs = tp.fs
 
 def settings(tiny: bool, device: str) -> list[tp.Setting]:
     """Rows in priority order: what matters most runs first, in case the budget runs out."""
-    base = (tp.Setting("tiny", device=device, amp="bf16" if device != "cpu" else "none") if tiny else
+    base = (tp.Setting("tiny", mu=5, device=device, amp="bf16" if device != "cpu" else "none") if tiny else
             dataclasses.replace(tp.BASE_CUDA, device=device, compile=False))
     rows = []
     for lb, comp, gc_ in ((1, False, False), (1, True, False), (2, False, False), (2, True, False),
@@ -65,11 +67,12 @@ def free(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run_row(s: tp.Setting, steps: int, warmup: int, peak: float, flops_cache: dict) -> dict:
+def run_row(s: tp.Setting, steps: int, warmup: int, mm: tp.Matmul, flops_cache: dict) -> dict:
     device = torch.device(s.device)
     row = {"setting": s.key, "labeled_batch": s.labeled_batch, "mu": s.mu, "clips_per_step": s.clips_per_step,
            "compile": s.compile, "grad_checkpointing": s.grad_checkpointing, "amp": s.amp}
     free(device)
+    base_mem = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0  # the matmul's buffers
     try:
         step = tp.SSLStep(s)
         shape = (s.labeled_batch, s.mu)
@@ -81,16 +84,18 @@ def run_row(s: tp.Setting, steps: int, warmup: int, peak: float, flops_cache: di
         row["first_step_s"] = time.perf_counter() - t
         for _ in range(warmup):
             step()
+        mm_rates = [mm() for _ in range(3)]  # the matmul peak right before and after the timed steps
         tp.sync(device)
         t = time.perf_counter()
         for _ in range(steps):
             step()
         tp.sync(device)
         dt = (time.perf_counter() - t) / steps
-        row.update(step_s=dt, clips_per_s=s.clips_per_step / dt)
-        row["mfu"] = row["clips_per_s"] * row["flops_per_clip"] / peak
+        mm_rates += [mm() for _ in range(3)]
+        row.update(step_s=dt, clips_per_s=s.clips_per_step / dt, matmul_tflops=statistics.median(mm_rates) / 1e12)
+        row["mfu"] = row["clips_per_s"] * row["flops_per_clip"] / (row["matmul_tflops"] * 1e12)
         if device.type == "cuda":
-            row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            row["peak_mem_gib"] = (torch.cuda.max_memory_allocated(device) - base_mem) / 2 ** 30
     except torch.cuda.OutOfMemoryError as e:
         row["error"] = f"OOM: {str(e).splitlines()[0]}"
     except Exception as e:  # keep the other rows: record what failed
@@ -147,7 +152,8 @@ def main(argv=None) -> dict:
     p.add_argument("--tiny", action="store_true", help="tiny model at 32 px: a quick check of the code path")
     p.add_argument("--steps", type=int, default=10, help="timed steps per row")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per row after the first (compile) step")
-    p.add_argument("--budget-s", type=float, default=240, help="start no row after this many seconds")
+    p.add_argument("--budget-s", type=float, default=240,
+                   help="start no row that would end after this many seconds (a compiled row: + its compile time)")
     p.add_argument("--no-hf", action="store_true", help="skip the HF Timesformer comparison")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -163,8 +169,10 @@ def main(argv=None) -> dict:
     env = tp.env_info(device, rows[0].amp, False)
     env.pop("compile")
     env["matmul_dtype"] = "bf16" if device.type == "cuda" else "fp32"
-    peak = tp.matmul_flops_per_s(device)
-    res = {"env": env, "matmul_tflops": peak / 1e12, "rows": [], "skipped": [], "hf": None, "notes": [],
+    mm = tp.Matmul(device)
+    for _ in range(5):
+        mm()
+    res = {"env": env, "matmul_tflops": mm.median() / 1e12, "rows": [], "skipped": [], "hf": None, "notes": [],
            "torchcodec_imported": False}
     note = cuda_generator_check(device)
     if note:
@@ -177,11 +185,14 @@ def main(argv=None) -> dict:
         out.write_text(json.dumps(res, indent=1))
 
     hf_done = False
+    compile_s = 0.0  # the longest first compiled step so far: a compiled row is started only if one more fits
     for i, s in enumerate(rows):
-        if time.perf_counter() - t0 > a.budget_s:
+        if time.perf_counter() - t0 + (1.2 * compile_s if s.compile else 0) > a.budget_s:
             res["skipped"].append(s.key)
             continue
-        row = run_row(s, a.steps, a.warmup, peak, flops_cache)
+        row = run_row(s, a.steps, a.warmup, mm, flops_cache)
+        if s.compile:
+            compile_s = max(compile_s, row.get("first_step_s", 0.0))
         res["rows"].append(row)
         print(json.dumps(row), flush=True)
         save()

@@ -161,8 +161,10 @@ class SSLStep:
         self.optimizer = fs.make_optimizer(self.model, self.cfg.train)
         self.gen = torch.Generator(self.device).manual_seed(seed)
         self.student, self.teacher_fwd = self.model, self.teacher
-        if s.compile:  # as fs.train(): compile the student and the teacher forwards
-            self.student, self.teacher_fwd = torch.compile(self.model), torch.compile(self.teacher)
+        if s.compile:  # as fs.train(): compile the student and the teacher forwards. dynamic=False: a run's shapes
+            # never change, but a benchmark's next setting would otherwise get dynamic-shape kernels (automatic dynamic)
+            self.student = torch.compile(self.model, dynamic=False)
+            self.teacher_fwd = torch.compile(self.teacher, dynamic=False)
         self.lab, self.unl = synthetic_batch(s, self.device, seed)
 
     def losses(self, student=None, teacher=None):
@@ -220,7 +222,7 @@ class FwdBwd:
             if s.grad_checkpointing:
                 self.model.gradient_checkpointing_enable()
         self.model.to(self.device).train(train)
-        self.fwd = torch.compile(self.model) if (s.compile if compile is None else compile) else self.model
+        self.fwd = torch.compile(self.model, dynamic=False) if (s.compile if compile is None else compile) else self.model
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(batch, s.num_frames, 3, s.img_size, s.img_size, generator=g).to(self.device)  # (B,T,C,H,W)
         self.x = x if impl == "hf" else x.movedim(1, 2)  # ours: (B, C, T, H, W), a permuted view as normalize_clips
@@ -314,19 +316,32 @@ def decode_pipeline(tmp: Path, img_size: int = 224) -> Callable[[int], None]:
 # ----------------------------------------------------------------------------------------------------------------------
 # Baseline: machine-normalised figures with a tolerance
 # ----------------------------------------------------------------------------------------------------------------------
+# Relative tolerance per metric, chosen from repeated runs on a shared, busy 2-core CPU (bench/README.throughput.md):
+# mfu ranged 0.39-0.71 over 5 runs (machine load that comes and goes hits many small ops harder than one big matmul),
+# ours_over_hf 1.02-1.12 (alternating rounds cancel most of the load).
+DEFAULT_TOLERANCE = {"mfu": 0.35, "ours_over_hf": 0.15}
+
+
 def load_baseline() -> dict:
-    return json.loads(BASELINE.read_text()) if BASELINE.exists() else {"tolerance": 0.3, "settings": {}}
+    return json.loads(BASELINE.read_text()) if BASELINE.exists() else {"tolerance": dict(DEFAULT_TOLERANCE),
+                                                                        "settings": {}}
 
 
 def update_baseline(key: str, metrics: dict[str, float]) -> None:
     b = load_baseline()
+    b.setdefault("tolerance", dict(DEFAULT_TOLERANCE))
     b.setdefault("settings", {}).setdefault(key, {}).update({k: round(v, 4) for k, v in metrics.items()})
     BASELINE.write_text(json.dumps(b, indent=1, sort_keys=True) + "\n")
 
 
-def check_baseline(key: str, metrics: dict[str, float]) -> list[str]:
-    """Regressions: each metric that fell more than `tolerance` (relative) below the baseline. Faster is fine."""
-    b = load_baseline()
-    tol, ref = b.get("tolerance", 0.3), b.get("settings", {}).get(key, {})
-    return [f"{key}.{k}: {v:.4g} < baseline {ref[k]:.4g} x (1 - {tol})" for k, v in metrics.items()
-            if k in ref and v < ref[k] * (1 - tol)]
+def check_baseline(key: str, metrics: dict[str, float], baseline: dict | None = None) -> list[str]:
+    """Regressions: each metric ("test.metric") more than its tolerance (relative, by the part after the last dot)
+    below the baseline of setting `key`. Faster is never an error; a setting or metric without a baseline passes."""
+    b = baseline if baseline is not None else load_baseline()
+    tols, ref = {**DEFAULT_TOLERANCE, **b.get("tolerance", {})}, b.get("settings", {}).get(key, {})
+    bad = []
+    for k, v in metrics.items():
+        tol = tols.get(k.rsplit(".", 1)[-1], 0.3)
+        if k in ref and v < ref[k] * (1 - tol):
+            bad.append(f"{key}: {k} = {v:.4g} is below the baseline {ref[k]:.4g} by more than {tol:.0%}")
+    return bad
