@@ -10,7 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT_ARG="${1:-${OUT:-.}}"
-PY="${PYTHON:-python}"
+PY="${PYTHON:-$(command -v python || command -v python3)}"
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-/tmp/fsv-inductor}"
 timeout --signal=INT --kill-after=15 "${TIMEOUT_S:-290}" \
   "$PY" bench/gpu_bench.py --out "$OUT_ARG" --budget-s "${BUDGET_S:-240}" "${@:2}"

@@ -4,9 +4,9 @@
     python bench/gpu_bench.py --tiny --device cpu --out /tmp # the same code path in a minute on a CPU
 
 Each row is one setting: labeled_batch B_l with mu*B_l unlabeled clips, eager or compiled, optionally with
-grad_checkpointing. A step is fullsvformer's own ssl_losses + backward + optimizer step + ema_update (bench/throughput.py
-SSLStep). clips/s counts labeled + unlabeled clips; MFU = FLOP/s (FlopCounterMode on one eager step) / dense bf16
-matmul FLOP/s measured in this process, right before and after the row's timed steps; peak memory is
+grad_checkpointing. A step is fullsvformer's own ssl_losses + backward + optimizer step + ema_update
+(bench/throughput.py SSLStep). clips/s counts labeled + unlabeled clips; MFU = FLOP/s (FlopCounterMode on one eager
+step) / dense bf16 matmul FLOP/s measured in this process, right before and after the row's timed steps; peak memory is
 torch.cuda.max_memory_allocated over the row (model, teacher, optimizer, activations; the matmul's buffers excluded).
 Compile time (the first compiled step) is reported apart and kept out of the timing. Rows run in priority order and
 the JSON is rewritten after each one, so a --budget-s cut or a timeout still leaves every finished row. Needs torch
@@ -57,6 +57,33 @@ def cuda_generator_check(device: torch.device) -> str | None:
         fs.sample_lambda = lambda beta, generator=None: orig(beta, cpu_gen)
         return (f"fs.sample_lambda fails with a CUDA generator ({str(e).splitlines()[0]}): fs.train() on CUDA would "
                 "crash at its first step; benchmarked with lambda drawn from a CPU generator")
+
+
+def sync_points(s: tp.Setting) -> list[str]:
+    """Host syncs inside one eager step, by torch.cuda.set_sync_debug_mode: 'file:line code' of the innermost
+    fullsvformer.py / bench frame of each synchronizing CUDA call (the finite check is train()'s intended one)."""
+    import traceback
+    import warnings
+    if torch.device(s.device).type != "cuda":
+        return []
+    step, found = tp.SSLStep(dataclasses.replace(s, compile=False)), []
+    step()
+
+    def record(message, category, filename, lineno, file=None, line=None):
+        frames = [f for f in traceback.extract_stack() if f.filename.endswith(("fullsvformer.py", "throughput.py"))]
+        where = f"{Path(frames[-1].filename).name}:{frames[-1].lineno} {frames[-1].line}" if frames else filename
+        if where not in found:
+            found.append(where)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = record
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+    return found
 
 
 def free(device: torch.device) -> None:
@@ -141,6 +168,8 @@ def print_table(res: dict) -> None:
         print("HF Timesformer fwd+bwd: " + (h.get("skipped") or h.get("error") or
               f"ours {h['ours_clips_per_s']:.2f} vs HF {h['hf_clips_per_s']:.2f} clips/s, "
               f"ours/HF = {h['ours_over_hf']:.2f} (batch {h['batch']}, {h['amp']}, eager)"))
+    for n in res.get("sync_points", []):
+        print("host sync in one eager step:", n)
     for n in res["notes"]:
         print("note:", n)
 
@@ -196,6 +225,13 @@ def main(argv=None) -> dict:
         res["rows"].append(row)
         print(json.dumps(row), flush=True)
         save()
+        if i == 0:
+            try:
+                res["sync_points"] = sync_points(s)
+            except Exception as e:
+                res["sync_points"] = [f"check failed: {type(e).__name__}: {e}"]
+            free(device)
+            save()
         if i == 1 and not a.no_hf:  # after the two labeled_batch 1 rows: the HF ratio at 6 clips
             res["hf"] = hf_ratio(rows[0], a.warmup, max(a.steps, 5))
             hf_done = True

@@ -181,11 +181,16 @@ class SSLStep:
         sync(self.device)
 
     def flops(self) -> int:
-        """FLOPs of one step's forwards and backward (eager modules; the optimizer and EMA are not matmuls)."""
+        """Model FLOPs of one step's forwards and backward (eager modules; the optimizer and EMA are not matmuls).
+        Gradient checkpointing's recomputed forward is not counted, so MFU compares settings at equal useful work."""
         from torch.utils.flop_counter import FlopCounterMode
-        with FlopCounterMode(display=False) as fc:
-            loss, _ = self.losses(self.model, self.teacher)
-            loss.backward()
+        gc_, self.model.grad_checkpointing = self.model.grad_checkpointing, False
+        try:
+            with FlopCounterMode(display=False) as fc:
+                loss, _ = self.losses(self.model, self.teacher)
+                loss.backward()
+        finally:
+            self.model.grad_checkpointing = gc_
         self.optimizer.zero_grad(set_to_none=True)
         return fc.get_total_flops()
 
@@ -222,7 +227,8 @@ class FwdBwd:
             if s.grad_checkpointing:
                 self.model.gradient_checkpointing_enable()
         self.model.to(self.device).train(train)
-        self.fwd = torch.compile(self.model, dynamic=False) if (s.compile if compile is None else compile) else self.model
+        compile = s.compile if compile is None else compile
+        self.fwd = torch.compile(self.model, dynamic=False) if compile else self.model
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(batch, s.num_frames, 3, s.img_size, s.img_size, generator=g).to(self.device)  # (B,T,C,H,W)
         self.x = x if impl == "hf" else x.movedim(1, 2)  # ours: (B, C, T, H, W), a permuted view as normalize_clips
@@ -278,7 +284,8 @@ def alternate(fns: dict[str, Callable[[], None]], warmup: int, rounds: int) -> d
 
 
 def env_info(device: torch.device, amp: str, compile: bool) -> dict:
-    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}",
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    info = {"device": name,
             "dtype": {"none": "fp32", "bf16": "bf16", "fp16": "fp16"}[amp], "compile": compile,
             "torch": torch.__version__}
     return info
