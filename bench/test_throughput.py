@@ -25,11 +25,24 @@ UPDATE = os.environ.get("BENCH_UPDATE_BASELINE", "") not in ("", "0")
 WARMUP = 2  # rounds kept out of the statistics; a compiled setting adds 3 (compile, then the slow first compiled steps)
 # Timed rounds per test (CPU, CUDA): enough for a stable median, while the CPU part stays near a minute on 2 cores.
 ROUNDS = {"train_step": (7, 20), "inference": (15, 30), "fwd_bwd_vs_hf": (9, 20)}
+# CPU threads for the CPU setting. One: with two threads, every parallel op waits for the slower thread, so a core
+# taken by another job slows the model's many small ops far more than the big reference matmul and the normalised
+# figures swing; on one thread, load only time-slices, which hits both alike. BENCH_CPU_THREADS=0 keeps torch's default.
+CPU_THREADS = int(os.environ.get("BENCH_CPU_THREADS", "1"))
 SETTINGS = [
     pytest.param(tp.TINY_CPU, id="tiny-cpu"),
     pytest.param(tp.BASE_CUDA, id="base-cuda",
                  marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="base 8x224 bf16 compiled needs CUDA")),
 ]
+
+
+@pytest.fixture(autouse=True)
+def cpu_threads():
+    threads = torch.get_num_threads()
+    if CPU_THREADS > 0:
+        torch.set_num_threads(CPU_THREADS)
+    yield
+    torch.set_num_threads(threads)
 
 
 def measure(benchmark, s: tp.Setting, target, name: str, others: dict | None = None) -> tuple[float, float, dict]:

@@ -323,10 +323,11 @@ def decode_pipeline(tmp: Path, img_size: int = 224) -> Callable[[int], None]:
 # ----------------------------------------------------------------------------------------------------------------------
 # Baseline: machine-normalised figures with a tolerance
 # ----------------------------------------------------------------------------------------------------------------------
-# Relative tolerance per metric, chosen from repeated runs on a shared, busy 2-core CPU (bench/README.throughput.md):
-# mfu ranged 0.39-0.71 over 5 runs (machine load that comes and goes hits many small ops harder than one big matmul),
-# ours_over_hf 1.02-1.12 (alternating rounds cancel most of the load).
-DEFAULT_TOLERANCE = {"mfu": 0.35, "ours_over_hf": 0.15}
+# Relative tolerance per metric, chosen from 7 back-to-back runs of the CPU setting (one thread) on a 2-core machine
+# shared with other jobs (load 2-3): the largest drop below the median was 8.5% for train_step.mfu (0.63-0.95,
+# median 0.68), 3% for inference.mfu, 2% for fwd_bwd_vs_hf.mfu and 3.7% for ours_over_hf (0.97-1.05). About 2.5x the
+# worst drop seen; see bench/README.throughput.md.
+DEFAULT_TOLERANCE = {"mfu": 0.2, "ours_over_hf": 0.1}
 
 
 def load_baseline() -> dict:

@@ -8,7 +8,7 @@ from bench import throughput as tp
 
 
 def test_check_baseline_flags_only_real_slowdowns():
-    b = {"tolerance": {"mfu": 0.35, "ours_over_hf": 0.15},
+    b = {"tolerance": {"mfu": 0.35, "ours_over_hf": 0.15},  # explicit, not the defaults
          "settings": {"k": {"train_step.mfu": 0.5, "fwd_bwd_vs_hf.ours_over_hf": 1.0}}}
     assert tp.check_baseline("k", {"train_step.mfu": 0.34, "fwd_bwd_vs_hf.ours_over_hf": 0.86}, b) == []
     assert tp.check_baseline("k", {"train_step.mfu": 9.0}, b) == []  # faster never fails
