@@ -1,6 +1,6 @@
 """Throughput benchmarks (pytest-benchmark) with a regression check against bench/baseline.json.
 
-    python -m pytest bench/test_throughput.py --benchmark-only                       # CI: CPU part ~1 min on 2 cores
+    python -m pytest bench/test_throughput.py --benchmark-only                       # CI: CPU part ~25 s, one thread
     BENCH_UPDATE_BASELINE=1 python -m pytest bench/test_throughput.py --benchmark-only   # re-measure the baseline
 
 Settings: the tiny preset on CPU (always) and ViT-B 8x224 bf16 compiled (only with CUDA). Each test records in
