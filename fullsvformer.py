@@ -2364,9 +2364,10 @@ PRESETS: dict[str, dict[str, dict]] = {
     # teacher's pseudo-labels drive the SSL losses and a 0.99 teacher lags ~100 steps behind a 300-step run.
     "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=4, drop_path=0.0,
                                 head_dropout=0.0),
-                  "data": dict(img_size=16, synth_classes=4, labeled=0.2, labeled_batch=8, mu=2, workers=0,
-                               eval_batch=16, test_clips=1, test_crops=1),
-                  "train": dict(epochs=12, optimizer="adamw", lr=2e-3, weight_decay=0.05, global_batch=8,
+                  "data": dict(img_size=16, synth_classes=4, synth_movers=1, synth_side=0.3, synth_length=128,
+                               labeled=0.2, labeled_batch=8, mu=2, workers=0, eval_batch=16, test_clips=1,
+                               test_crops=1),
+                  "train": dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05, global_batch=8,
                                 schedule="cosine", warmup_epochs=0.3, ema_momentum=0.97, log_every=10,
                                 grad_clip=1.0)},
     "ucf101": {"data": dict(labeled=0.01)},
