@@ -2075,6 +2075,9 @@ def train(cfg: Config) -> dict:
     model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
     if cfg.model.pretrained and not t_cfg.resume:
         load_pretrained(model, cfg.model.pretrained)
+    elif cfg.data.dataset != "synthetic" and not t_cfg.resume:
+        log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
+                    "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
     model.to(device)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)  # fp32 EMA teacher, no grad, eval mode
     optimizer = make_optimizer(model, t_cfg)
@@ -2370,9 +2373,10 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "train": dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05, global_batch=8,
                                 schedule="cosine", warmup_epochs=0.3, ema_momentum=0.97, log_every=10,
                                 grad_clip=1.0)},
-    "ucf101": {"data": dict(labeled=0.01)},
-    "hmdb51": {"data": dict(labeled=0.4)},
-    "lists": {},
+    # The paper's runs (GPU): bf16 autocast (amp auto) and torch.compile; --no-compile to debug.
+    "ucf101": {"data": dict(labeled=0.01), "train": dict(compile=True)},
+    "hmdb51": {"data": dict(labeled=0.4), "train": dict(compile=True)},
+    "lists": {"train": dict(compile=True)},
 }
 SUBCOMMANDS = ("eval", "make-splits", "make-synthetic")
 

@@ -62,7 +62,8 @@ class Setting:
         """The fullsvformer Config this setting trains with: the synthetic preset (tiny) or the defaults (base)."""
         base = fs.PRESETS["synthetic"] if self.arch == "tiny" else {}
         d = {s: dict(base.get(s, {})) for s in fs.SECTIONS}
-        d["model"].update(arch=self.arch, patch_size=self.patch_size, grad_checkpointing=self.grad_checkpointing,
+        # The model is the named preset itself (the demo preset shrinks its dims further; the bench does not).
+        d["model"] = dict(arch=self.arch, patch_size=self.patch_size, grad_checkpointing=self.grad_checkpointing,
                           **self.model_overrides)
         d["data"].update(img_size=self.img_size, num_frames=self.num_frames, labeled_batch=self.labeled_batch,
                          mu=self.mu, workers=0)
