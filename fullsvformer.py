@@ -2209,7 +2209,10 @@ def train(cfg: Config) -> dict:
     # --- final multi-view evaluation of the student and the EMA teacher --------------------------------------------
     res = evaluate({"student": model, "teacher": teacher}, data, device, amp, True, rank, world)
     s, te = res["student"], res["teacher"]
-    summary = {"dataset": cfg.data.dataset, "labeled": cfg.data.labeled, "split": cfg.data.split,
+    # --dataset lists has no --labeled fraction: report the one its lists give.
+    labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(
+        len(data.labeled) / max(1, len(data.labeled) + len(data.unlabeled)), 4)
+    summary = {"dataset": cfg.data.dataset, "labeled": labeled, "split": cfg.data.split,
                "split_seed": cfg.data.split_seed, "arch": cfg.model.arch, "seed": t_cfg.seed,
                "num_classes": data.num_classes, "epochs": t_cfg.epochs, "steps": state["step"],
                "top1": s["top1"], "top5": s["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
@@ -2501,6 +2504,9 @@ def main(argv: list[str] | None = None) -> dict:
         raise torch.OutOfMemoryError(f"{e}\nOut of memory: lower --labeled-batch (keep --global-batch: gradients "
                                      "are accumulated), add --grad-checkpointing, or use fewer --num-frames / a "
                                      "smaller --img-size.") from None
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
