@@ -97,7 +97,6 @@ class DataConfig:
                       ("synthetic", "ucf101", "hmdb51", "lists"))
     num_frames: int = F_(8, "frames per clip T (SVFormer: 8)")
     img_size: int = F_(224, "square crop size in pixels (SVFormer: 224)")
-    # DATA-CONFIG-FIELDS (the data section owns the fields below this line)
     data_root: str = F_("", "dataset folder: ucf101/hmdb51 layout (see the data section) or the root of list paths")
     split: int = F_(1, "official train/test split (UCF-101, HMDB-51)", (1, 2, 3))
     labeled: float = F_(0.01, "labeled fraction of the train list, class-balanced; UCF-101: x% = x clips per class "
@@ -180,7 +179,6 @@ class DataConfig:
 @dataclass
 class TrainConfig:
     seed: int = F_(0, "seed for the model init, the augmentations and the data order")
-    # TRAIN-CONFIG-FIELDS
     epochs: int = F_(30, "epochs; one epoch = one pass over the unlabeled pool (SVFormer: 30)")
     # Optimiser (SVFormer: SGD lr 0.005, momentum 0.9, Nesterov, wd 1e-4, batch 64 via accumulation).
     optimizer: str = F_("sgd", "sgd (Nesterov momentum, SVFormer) or adamw", ("sgd", "adamw"))
