@@ -2058,6 +2058,38 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     return loss, terms
 
 
+def optimizer_step(model: nn.Module, teacher: nn.Module, optimizer, scaler, finite: torch.Tensor, lr: float,
+                   t_cfg: TrainConfig, state: dict, world: int, run_dir: Path) -> None:
+    """Apply the accumulated gradients and update the EMA teacher, or skip the step if a loss was non-finite.
+
+    `finite` (0-d bool) says whether every micro-batch loss of this step was finite; under DDP all ranks take the
+    same decision (their gradients were averaged, so one NaN reaches everyone). `max_nonfinite` skips in a row abort,
+    and the last checkpoint, written before them, is the last good one.
+    """
+    for g in optimizer.param_groups:
+        g["lr"] = lr
+    if world > 1:
+        finite = finite.to(torch.int32)
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if bool(finite):  # the one host sync per optimizer step
+        state["nonfinite"] = 0
+        if t_cfg.grad_clip > 0:
+            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        ema_update(teacher, model, t_cfg.ema_momentum)
+    else:
+        state["nonfinite"] += 1
+        state["nonfinite_total"] += 1
+        log.warning("non-finite loss at step %d: step skipped (%d in a row)", state["step"], state["nonfinite"])
+        if state["nonfinite"] >= t_cfg.max_nonfinite:
+            raise FloatingPointError(f"{state['nonfinite']} non-finite losses in a row at step {state['step']}; "
+                                     f"the last good checkpoint is {run_dir / 'last.pt'} (lower --lr, or use --amp "
+                                     "bf16 instead of fp16)")
+    optimizer.zero_grad(set_to_none=True)
+
+
 def train(cfg: Config) -> dict:
     """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set."""
     import copy
@@ -2139,31 +2171,9 @@ def train(cfg: Config) -> dict:
             micro += 1
             if not sync:
                 continue
-            # --- one optimizer step ---------------------------------------------------------------------------
             step = state["step"]
             lr = lr_at((step + 1) / steps_per_ep, t_cfg)  # the lr at the end of this step: never 0 in warmup
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            if world > 1:  # every rank must take the same decision: DDP averaged a NaN into everyone's gradients
-                finite = finite.to(torch.int32)
-                torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-            if bool(finite):  # the one host sync per optimizer step
-                state["nonfinite"] = 0
-                if t_cfg.grad_clip > 0:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                ema_update(teacher, model, t_cfg.ema_momentum)
-            else:  # a non-finite loss: skip the update, keep the weights, abort if it keeps happening
-                state["nonfinite"] += 1
-                state["nonfinite_total"] += 1
-                log.warning("non-finite loss at step %d: step skipped (%d in a row)", step, state["nonfinite"])
-                if state["nonfinite"] >= t_cfg.max_nonfinite:
-                    raise FloatingPointError(f"{state['nonfinite']} non-finite losses in a row at step {step}; "
-                                             f"the last good checkpoint is {run_dir / 'last.pt'} (lower --lr, or "
-                                             "use --amp bf16 instead of fp16)")
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(model, teacher, optimizer, scaler, finite, lr, t_cfg, state, world, run_dir)
             state["step"] = step = step + 1
             state["micro"] = micro
             bar.update(1)
