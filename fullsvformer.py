@@ -1924,7 +1924,8 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     for m in models.values():
         m.eval()
     total = math.ceil(len(data.test) / world)
-    bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="batch",
+    bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="video",
+               unit_scale=data.cfg.eval_batch,  # progress and rate in videos (the last batch may be partial)
                desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
     for b in bar:
         views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
