@@ -888,7 +888,9 @@ def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
     root = _require(Path(root), HMDB51_TREE)
     sdir = _require(root / "testTrainMulti_7030_splits", HMDB51_TREE)
     suffix = f"_test_split{split}.txt"
-    files = sorted(sdir.glob("*" + suffix))
+    # Sort by class name, not by file name: '_' < 't' puts climb_stairs_test_split1.txt before climb_test_split1.txt,
+    # and sorting files would swap climb/climb_stairs, kick/kick_ball and sword/sword_exercise (SVFormer's bug).
+    files = sorted(sdir.glob("*" + suffix), key=lambda p: p.name[: -len(suffix)])
     if not files:
         raise FileNotFoundError(f"{sdir} holds no *{suffix} files.\n{HMDB51_TREE}")
     names = [p.name[: -len(suffix)] for p in files]
@@ -1274,7 +1276,7 @@ class VideoClips(torch.utils.data.Dataset):
         c, bad = self.cfg, []
         for attempt in range(10):
             j = i if attempt == 0 else int(np.random.default_rng([seed & 0xFFFFFFFF, attempt]).integers(len(self)))
-            g = torch.Generator().manual_seed(seed)
+            g = torch.Generator().manual_seed(_mix(seed, 3))  # not `seed`: ClipAugment draws from that stream
             try:
                 frames, idx = self.read(j, lambda n: clip_indices(
                     n, c.num_frames, c.clip_stride, random_clip_start(n, c.num_frames, c.clip_stride, g)))

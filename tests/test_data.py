@@ -74,6 +74,18 @@ def test_read_hmdb51_layout_tags_and_sorted_labels(tmp_path):
     assert test == [("climb/c1.avi", 0), ("wave/w2.avi", 1)]  # tag 0 (w3) is unused
 
 
+def test_hmdb51_labels_follow_class_names_not_file_names(tmp_path):
+    # 'climb_stairs_test_split1.txt' sorts before 'climb_test_split1.txt' ('_' < 't'), but 'climb' < 'climb_stairs':
+    # labels must follow the class names, or climb/climb_stairs (and kick/kick_ball, sword/sword_exercise) swap.
+    s = tmp_path / "testTrainMulti_7030_splits"
+    for cls in ("climb_stairs", "climb", "kick_ball", "kick"):
+        write(s / f"{cls}_test_split1.txt", f"{cls}1.avi 1\n")
+    train, _, names = fs.read_hmdb51(tmp_path, 1)
+    assert names == ["climb", "climb_stairs", "kick", "kick_ball"]
+    assert train == [("climb/climb1.avi", 0), ("climb_stairs/climb_stairs1.avi", 1), ("kick/kick1.avi", 2),
+                     ("kick_ball/kick_ball1.avi", 3)]
+
+
 def test_read_list_prefix_rewrite_and_basename_matching(tmp_path):
     write(tmp_path / "l.csv", "/mnt/blob/datasets/hmdb51/videos/kick/a b.avi 3\nrel/x.avi 0\n", crlf=True)
     assert fs.read_list(tmp_path / "l.csv", tmp_path)[0] == ("kick/a b.avi", 3)
