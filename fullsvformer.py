@@ -908,6 +908,8 @@ def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
 def _remap(path: str, root: Path, prefix: str) -> str:
     """Where a listed video lives: OLD=NEW prefix rewrite, else as written if it exists, else DATA_ROOT/<class>/<video>."""
     if prefix:
+        if "=" not in prefix:
+            raise ValueError(f"--list-prefix {prefix!r}: expected OLD=NEW, e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
         old, new = prefix.split("=", 1)
         return new + path[len(old):] if path.startswith(old) else path
     if Path(path).is_absolute() and Path(path).exists():
@@ -2123,6 +2125,10 @@ def train(cfg: Config) -> dict:
     micro_per_epoch = steps_per_epoch(data, world)
     accum = micro_steps_per_update(cfg, world)
     steps_per_ep = micro_per_epoch // accum
+    if micro_per_epoch == 0:
+        raise ValueError(f"an epoch has no step: {len(data.unlabeled)} unlabeled clips over {world} process(es) are "
+                         f"fewer than mu x labeled_batch = {cfg.data.mu} x {cfg.data.labeled_batch} per step; lower "
+                         "--mu or --labeled-batch")
     if steps_per_ep == 0:
         raise ValueError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
                          f"only {micro_per_epoch}: lower --global-batch or raise --labeled-batch")

@@ -8,8 +8,8 @@
 #
 # Rows run in priority order and the JSON is rewritten after each, so a timeout still leaves the finished rows.
 set -uo pipefail
+OUT_ARG="$(realpath -m "${1:-${OUT:-.}}")"  # resolved before the cd below, from the caller's folder
 cd "$(dirname "$0")/.."
-OUT_ARG="${1:-${OUT:-.}}"
 PY="${PYTHON:-$(command -v python || command -v python3)}"
 export PYTHONUNBUFFERED=1 TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-/tmp/fsv-inductor}"
 timeout --signal=INT --kill-after=15 "${TIMEOUT_S:-290}" \
