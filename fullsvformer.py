@@ -7,7 +7,7 @@ negative learning (Chen et al., CVPR 2023). Only the paper's abstract is public:
 does not state is an assumption, documented on its config field and listed in the README.
 
 Measured (README "Results", 2-core CPU VM, torch 2.14.1, no GPU yet): the CPU demo reaches 47.5% top-1 on 4
-synthetic motion classes (chance 25%) in 81 s; the full train step of the tiny preset runs at 15.8 clips/s, 0.68 of
+synthetic motion classes (chance 25%) in 67 s; the full train step of the tiny preset runs at 15.8 clips/s, 0.68 of
 the machine's measured fp32 matmul speed (bench/test_throughput.py); forward+backward equals HF transformers'
 Timesformer (1.00x). Not measured yet: the GPU step (bench/gpu.sh) and the UCF-101/HMDB-51 runs.
 
