@@ -301,16 +301,23 @@ def save_config(cfg: Config, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def load_config(path: str | Path) -> Config:
+def read_config_file(path: str | Path) -> dict:
+    """The {section: {field: value}} dict of a YAML config file; errors name the file."""
     import yaml
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     try:
-        d = yaml.safe_load(path.read_text())
+        d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ValueError(f"config file {path} is not valid YAML: {e}") from None
-    return config_from_dict(d or {})
+    if not isinstance(d, dict):
+        raise ValueError(f"config file {path}: expected a mapping of sections, got {type(d).__name__}")
+    return d
+
+
+def load_config(path: str | Path) -> Config:
+    return config_from_dict(read_config_file(path))
 
 
 # ======================================================================================================================
@@ -2436,13 +2443,9 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
 
 def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config, argparse.Namespace]:
     """Resolve the config: dataclass defaults < PRESETS[dataset] < --config FILE < flags."""
-    import yaml
     args = build_parser(with_checkpoint).parse_args(argv)
     flags = flag_overrides(args)
-    file_cfg = {}
-    if args.config:
-        load_config(args.config)  # validates keys and values, naming the offending key
-        file_cfg = yaml.safe_load(Path(args.config).read_text()) or {}
+    file_cfg = read_config_file(args.config) if args.config else {}  # validated by config_from_dict below
     dataset = flags.get("data", {}).get("dataset") or (file_cfg.get("data") or {}).get("dataset") \
         or DataConfig().dataset
     cfg = config_from_dict(PRESETS.get(dataset, {}))
@@ -2463,7 +2466,6 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict]:
 def evaluate_checkpoint(argv: list[str]) -> dict:
     """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher.
     The run's own config is the base (pass --data-root etc. to point at the data on this machine)."""
-    import yaml
     args = build_parser(True).parse_args(argv)
     ckpt_path = Path(args.checkpoint)
     if not ckpt_path.is_file():
@@ -2473,7 +2475,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
         raise CheckpointError(f"{ckpt_path} is not a fullsvformer checkpoint (use it as --pretrained to fine-tune)")
     base = config_from_dict(ckpt["config"])
     if args.config:
-        base = config_from_dict(yaml.safe_load(Path(args.config).read_text()) or {}, base)
+        base = config_from_dict(read_config_file(args.config), base)
     cfg = config_from_dict(flag_overrides(args), base)
     setup_logging(None)
     device = pick_device(cfg.train.device)
