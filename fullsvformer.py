@@ -9,7 +9,9 @@ does not state is an assumption, documented on its config field and listed in th
 Measured (README "Results", 2-core CPU VM, torch 2.14.1, no GPU yet): the CPU demo reaches 47.5% top-1 on 4
 synthetic motion classes (chance 25%) in 67 s; the full train step of the tiny preset runs at 15.8 clips/s, 0.68 of
 the machine's measured fp32 matmul speed (bench/test_throughput.py); forward+backward equals HF transformers'
-Timesformer (1.00x). Not measured yet: the GPU step (bench/gpu.sh) and the UCF-101/HMDB-51 runs.
+Timesformer (1.00x). On the synthetic semi-supervision bench (bench/test_accuracy.py: 5% labels, pretrained start,
+3 seeds) the full method does NOT beat supervised-only yet: 70.0 +- 3.5 vs 70.8 +- 3.3 top-1. Not measured yet: the
+GPU step (bench/gpu.sh) and the UCF-101/HMDB-51 runs.
 
     python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
@@ -138,6 +140,7 @@ class DataConfig:
     synth_side: float = F_(0.1, "synthetic: dot side as a fraction of synth_size (at least 1 pixel)")
     synth_distractors: int = F_(0, "synthetic: static dots that look like the moving ones")
     synth_clutter: int = F_(0, "synthetic: static background rectangles of random colour")
+    synth_blur: int = F_(0, "synthetic: motion blur, the shutter time in video frames (0 = sharp)")
     synth_seed: int = F_(0, "synthetic: content seed (independent of the training seed)")
 
     def __post_init__(self):
@@ -151,7 +154,7 @@ class DataConfig:
                   "synth_movers"):
             if getattr(self, k) < 1:
                 raise ValueError(f"{k}: must be at least 1, got {getattr(self, k)}")
-        for k in ("mu", "workers", "randaug_n", "synth_distractors", "synth_clutter"):
+        for k in ("mu", "workers", "randaug_n", "synth_distractors", "synth_clutter", "synth_blur"):
             if getattr(self, k) < 0:
                 raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
         if not 0 < self.scale_min <= self.scale_max:
@@ -206,6 +209,8 @@ class TrainConfig:
     mix_weighted: bool = F_(False, "weight L_mix per sample by teacher confidence as the official SVFormer code does")
     gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)")
     nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop a negative whose student probability exceeds this (0.95^2)")
+    ssl_rampup_epochs: float = F_(0.0, "ramp the unlabeled-loss weights linearly from 0 over this many epochs "
+                                       "(0 = off, as in the paper; Mean Teacher-style, our addition)")
     # Speed and run control.
     device: str = F_("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
     amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
@@ -222,7 +227,7 @@ class TrainConfig:
             if getattr(self, k) < 1:
                 raise ValueError(f"train.{k}={getattr(self, k)} must be >= 1")
         for k in ("eval_every", "ckpt_every", "warmup_epochs", "grad_clip", "weight_decay", "gamma_kl", "gamma_mix",
-                  "gamma_nl", "kl_threshold"):
+                  "gamma_nl", "kl_threshold", "ssl_rampup_epochs"):
             if getattr(self, k) < 0:
                 raise ValueError(f"train.{k}={getattr(self, k)} must be >= 0")
         for k in ("lr", "kl_tau", "mix_beta"):
@@ -1322,6 +1327,8 @@ class VideoClips(torch.utils.data.Dataset):
 # Defaults (measured on 2 CPU cores, see bench/test_accuracy.py): dots of half a 4 px patch at 16 px moving about
 # half a patch per sampled frame; many dots make the motion visible in every patch's temporal mean (a streak along
 # the axis), which a 2-block ViT picks up after ~50 steps with all labels, against ~250 for a single mover.
+# synth_blur (motion blur) draws each mover over the last `blur` frames, so every frame shows a streak along the axis:
+# single frames then carry the class, which lets an image model (T=1) be pretrained on them (bench/test_accuracy.py).
 SYNTH_MOTIONS = [("stay_still", 0, 0), ("vertical", 1, 0), ("horizontal", 0, 1), ("diagonal", 1, 1),
                  ("fast_vertical", 2, 0), ("fast_horizontal", 0, 2), ("steep", 2, 1), ("flat", 1, 2),
                  ("fast_diagonal", 2, 2), ("crawl_vertical", 0.5, 0), ("crawl_horizontal", 0, 0.5),
@@ -1330,7 +1337,7 @@ SYNTH_MOTIONS = [("stay_still", 0, 0), ("vertical", 1, 0), ("horizontal", 0, 1),
 
 def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, length: int, seed: int = 0,
                      noise: float = 0.02, distractors: int = 0, movers: int = 8, side: float = 0.1,
-                     clutter: int = 0) -> torch.Tensor:
+                     clutter: int = 0, blur: int = 0) -> torch.Tensor:
     """Frames `frames` (indices into a `length`-frame video) of synthetic clip `index` -> uint8 (len, 3, size, size).
 
     Everything is drawn from (seed, index), and the noise of frame t from (seed, index, t), so any subset of frames is
@@ -1352,13 +1359,15 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, le
     s = max(1, round(size * side))
     colour = (bg + 0.5) % 1  # far from the background in every channel: the dots stand out after RandAugment too
     pos = torch.rand(movers + distractors, 2, generator=g) * size  # the first `movers` rows move
-    t = frames.to(torch.float32)
+    # Motion blur: the shutter stays open for `blur` video frames, so a mover is drawn at every sub-position in that
+    # interval, a streak along its axis (a still dot stays a dot).
+    t = frames.to(torch.float32)[:, None] - torch.arange(max(blur, 1), dtype=torch.float32)  # (F, E)
     step = size / max(length, 1)
-    py = (pos[:movers, 0, None] + vy * step * t) % size  # (M, F)
-    px = (pos[:movers, 1, None] + vx * step * t) % size
-    inside_y = ((ys - py[..., None]) % size) < s  # (M, F, size)
+    py = (pos[:movers, 0, None, None] + vy * step * t) % size  # (M, F, E)
+    px = (pos[:movers, 1, None, None] + vx * step * t) % size
+    inside_y = ((ys - py[..., None]) % size) < s  # (M, F, E, size)
     inside_x = ((xs - px[..., None]) % size) < s
-    shapes = (inside_y[..., :, None] & inside_x[..., None, :]).any(0)  # (F, size, size)
+    shapes = (inside_y[..., :, None] & inside_x[..., None, :]).any(2).any(0)  # (F, size, size)
     for d in range(movers, movers + distractors):
         shapes |= (((ys - pos[d, 0]) % size < s)[:, None] & ((xs - pos[d, 1]) % size < s)[None, :])
     video = torch.where(shapes[:, None], colour, img)  # (F, 3, size, size)
@@ -1375,7 +1384,8 @@ class SyntheticClips(VideoClips):
         idx = pick(c.synth_length)
         rel, y = self.entries[i]
         return synthetic_frames(int(rel.rsplit("_", 1)[1]), y, idx, c.synth_size, c.synth_length, c.synth_seed,
-                                c.synth_noise, c.synth_distractors, c.synth_movers, c.synth_side, c.synth_clutter), idx
+                                c.synth_noise, c.synth_distractors, c.synth_movers, c.synth_side, c.synth_clutter,
+                                c.synth_blur), idx
 
 
 def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list[str]]:
@@ -2005,14 +2015,23 @@ def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
     return tcfg.lr * tcfg.lr_gamma ** sum(epoch_progress >= m for m in milestones)
 
 
+def ssl_weight_at(epoch_progress: float, tcfg: TrainConfig) -> float:
+    """Factor on the unlabeled losses: a linear ramp from 0 to 1 over ssl_rampup_epochs (1 when off). With a freshly
+    initialised head the teacher's first pseudo-labels are noise; the ramp keeps them from steering the student."""
+    if tcfg.ssl_rampup_epochs <= 0:
+        return 1.0
+    return min(1.0, epoch_progress / tcfg.ssl_rampup_epochs)
+
+
 def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | None, cfg: Config,
-               device: torch.device, amp: str, gen: torch.Generator) -> tuple[torch.Tensor, dict]:
+               device: torch.device, amp: str, gen: torch.Generator, ssl_weight: float = 1.0
+               ) -> tuple[torch.Tensor, dict]:
     """One micro-batch of Full-SVFormer. Returns (weighted loss, detached terms for logging).
 
-    loss = CE(student(labeled weak), y)
-         + gamma_kl  * standardized_kl(student(strong), teacher(weak))                   logit-aligned consistency
+    loss = CE(student(labeled weak), y) + ssl_weight * (
+           gamma_kl  * standardized_kl(student(strong), teacher(weak))                   logit-aligned consistency
          + gamma_mix * tokenmix_loss(student(TubeTokenMix(strong_a, strong_b)), mixed teacher targets)
-         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak))            ANL
+         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak)))           ANL
     Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
     clips' patch tokens inside the forward (token_hook) and appended to the batch.
     """
@@ -2054,15 +2073,16 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
     kl = standardized_kl(logits_s, t_logits, t.kl_tau, kl_mask, standardize=t.kl_standardize)
     anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold)
-    loss = ce + t.gamma_kl * kl + t.gamma_nl * anl.loss
+    unlabeled = t.gamma_kl * kl + t.gamma_nl * anl.loss
     terms = {"loss_ce": ce.detach(), "loss_kl": kl.detach(), "loss_nl": anl.loss.detach(), "anl_k": anl.k,
              "anl_negatives": anl.num_negatives / Bu, "mask_ratio": (conf >= t.mix_threshold).float().mean()}
     if use_mix:
         target = tokenmix_targets(t_probs, perm, lam_a, t.mix_threshold)
         weight = tokenmix_weight(t_probs, perm, lam_a, t.mix_threshold) if t.mix_weighted else None
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
-        loss = loss + t.gamma_mix * mix
+        unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
+    loss = ce + ssl_weight * unlabeled
     # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. No host sync.
     y_true = unl["label"].to(device, non_blocking=True)
     known = y_true >= 0
@@ -2177,7 +2197,8 @@ def train(cfg: Config) -> dict:
         for lab, unl in train_batches(data, epoch, micro, rank, world, end_step=steps_per_ep * accum):
             sync = (micro + 1) % accum == 0
             with contextlib.nullcontext() if sync or world == 1 else student.no_sync():
-                loss, terms = ssl_losses(student, teacher_fwd, lab, unl, cfg, device, amp, gen)
+                w_ssl = ssl_weight_at(state["step"] / steps_per_ep, t_cfg)
+                loss, terms = ssl_losses(student, teacher_fwd, lab, unl, cfg, device, amp, gen, w_ssl)
                 scaler.scale(loss / accum).backward()
             for k, v in {**terms, "loss": loss.detach()}.items():  # device tensors: no host sync per term
                 meter[k] = meter.get(k, 0.0) + v.float()

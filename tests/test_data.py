@@ -288,6 +288,24 @@ def test_synthetic_frames_subset_equals_full_video():
     assert (full[0].float() - full[8].float()).abs().gt(60).any()
 
 
+def test_synthetic_motion_blur_streaks_along_the_axis():
+    """synth_blur draws a mover at every position the shutter saw: a horizontal mover's streak is longer than the
+    sharp dot along x only; a still dot, and a shutter of one frame, change nothing."""
+    frames = torch.arange(0, 64, 8)
+    kw = dict(size=40, length=64, noise=0.0, movers=1, side=0.1)
+    sharp, blurred = (fs.synthetic_frames(7, 2, frames, blur=b, **kw) for b in (0, 9))  # label 2: horizontal
+    assert torch.equal(fs.synthetic_frames(7, 2, frames, blur=1, **kw), sharp)
+    still = fs.synthetic_frames(7, 0, frames, blur=0, **kw)
+    assert torch.equal(fs.synthetic_frames(7, 0, frames, blur=9, **kw), still)
+    for f in range(len(frames)):
+        dot_s = (sharp[f] != sharp[f].flatten(1).mode(1).values[:, None, None]).any(0)  # (H, W) dot pixels
+        dot_b = (blurred[f] != blurred[f].flatten(1).mode(1).values[:, None, None]).any(0)
+        assert torch.equal(dot_s.any(1), dot_b.any(1))  # the same rows: no vertical extent added
+        # 40 px crossed once per 64 frames: 8 extra frames of shutter add 5 px along x
+        assert dot_b.any(0).sum() == dot_s.any(0).sum() + 5
+        assert (dot_s & ~dot_b).sum() == 0  # the sharp dot (the latest position) is part of the streak
+
+
 def test_real_files_end_to_end_with_workers(ucf_videos):
     c = cfg(dataset="ucf101", data_root=str(ucf_videos), labeled=0.02, workers=1)
     data = fs.build_data(c, seed=0)

@@ -193,6 +193,27 @@ def test_lr_schedule():
     assert fs.lr_at(0, c) == 1.0 and fs.lr_at(5, c) == pytest.approx(0.5) and fs.lr_at(10, c) == pytest.approx(0.0)
 
 
+def test_ssl_rampup_scales_only_the_unlabeled_losses():
+    t = fs.TrainConfig(ssl_rampup_epochs=2)
+    assert fs.ssl_weight_at(0, t) == 0 and fs.ssl_weight_at(1, t) == 0.5 and fs.ssl_weight_at(5, t) == 1
+    assert fs.ssl_weight_at(0, fs.TrainConfig()) == 1  # off by default, as in the paper
+    cfg, _ = fs.parse_config(TINY)
+    torch.manual_seed(0)
+    data = fs.build_data(cfg.data, seed=0)
+    lab, unl = next(fs.train_batches(data, 0))
+    model = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    teacher = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    for w in (0.0, 0.5, 1.0):
+        gen = torch.Generator().manual_seed(3)  # the same TokenMix draw for every weight
+        loss, terms = fs.ssl_losses(model, teacher, lab, unl, cfg, torch.device("cpu"), "none", gen, w)
+        unlabeled = (cfg.train.gamma_kl * terms["loss_kl"] + cfg.train.gamma_nl * terms["loss_nl"]
+                     + cfg.train.gamma_mix * terms["loss_mix"])
+        assert unlabeled > 0
+        assert torch.allclose(loss, terms["loss_ce"] + w * unlabeled, rtol=1e-5, atol=1e-6)
+        if w == 0:
+            assert torch.equal(loss, terms["loss_ce"])  # weight 0: labeled CE alone
+
+
 def test_wrong_pretrained_fails_before_training(tmp_path):
     bogus = tmp_path / "weights.pth"
     bogus.write_text("not weights")
