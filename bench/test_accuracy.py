@@ -1,36 +1,60 @@
 """Accuracy regression bench: Full-SVFormer vs supervised-only on the synthetic set with 5% labels, plus ablations.
 
-Run: `python -m pytest bench/test_accuracy.py` (the path is needed: pytest.ini's testpaths is tests/). It trains
-5 variants x SEEDS seeds in-process with fullsvformer.main(), writes bench/results/accuracy.json and asserts that
-the full method beats supervised-only by MARGIN points of mean student top-1.
+Run: `python -m pytest bench/test_accuracy.py` (the path is needed: pytest.ini's testpaths is tests/). It pretrains
+one image model, then trains 5 variants x SEEDS seeds from it, two processes at a time with one thread each, writes
+bench/results/accuracy.json and asserts that the full method beats supervised-only by MARGIN points of mean student
+top-1. About 6-7 minutes on 2 CPU cores.
 
-- Task: the synthetic random-dot motion classes (4: still, vertical, horizontal, diagonal; no single frame tells them
-  apart), 16 px clips of 8 frames, a 2-block ViT (D 64): small enough for 15 runs in < 10 min on 2 CPU cores.
+- Why a pretrained start. The paper fine-tunes an ImageNet-initialised TimeSformer. From scratch, a 2-block ViT needs
+  far more steps than a CPU bench can afford to learn the motion classes at all (the previous version of this bench:
+  every variant at chance), and SSL cannot help a teacher at chance. So stage 0 plays ImageNet: an image model (T=1)
+  is trained with all labels on single frames of OTHER synthetic clips (--synth-seed 1, so no bench clip is seen) and
+  a wider label set (8 motions: axis and speed), ~60 s. Its head is dropped when the 4-class video model loads it.
+- Task: 4 motion classes (still, vertical, horizontal, diagonal) of 8 dots with motion blur (--synth-blur 16, so a
+  frame shows a streak along the axis), 32 px, 8 px patches, 4 frames; 100 clips per class, 5% labeled = 5 per class
+  (UCF-101 1% is 1 per class), 50 test clips per class. Supervised-only reaches 70.8 +- 3.3 top-1 here; with all
+  labels it reaches 95.0 (one run, seed 0, --labeled 1.0 --mu 0 --labeled-batch 8 --global-batch 8 --epochs 6): the
+  headroom semi-supervision is meant to close.
 - Supervised-only baseline: the same run with gamma_kl = gamma_mix = gamma_nl = 0, i.e. labeled CE alone on the same
-  labeled clips, in the same order, for the same number of steps and lr schedule (mu = 0 would change what an epoch
-  is, and thus the step budget).
-- Seeds: run i uses --seed i (init, augmentation, data order) and --split-seed i (which clips are labeled), so the
-  spread includes the luck of the labeled draw, which dominates with 4 labeled clips per class.
+  labeled clips, in the same order, for the same number of steps and lr schedule.
+- --ssl-rampup-epochs 4 in every variant: the fresh head makes the teacher's first pseudo-labels noise. Without the
+  ramp (seed 0) the full method's pseudo-label accuracy stayed at 0.34-0.46 for 6 epochs and the student ended at
+  67.0 instead of 70.0.
+- Seeds: run i uses --seed i (init of the head, augmentation, data order) and --split-seed i (which clips are
+  labeled), so the spread includes the luck of the labeled draw, which dominates with 5 labeled clips per class.
 - Ablations: no_anl (--gamma-nl 0), plain_kl (--no-kl-standardize), no_tokenmix (--gamma-mix 0). They are recorded,
-  not asserted: with 3 seeds their differences to full are within the noise.
+  not asserted.
+- Finding so far: the gap is not there. In every variant, supervised-only included, the teacher's pseudo-label
+  accuracy peaks at ~0.8 after 2 epochs and falls to 0.6-0.7 as the model overfits the 20 labeled clips; the unlabeled
+  losses do not stop that fall. Per-seed differences of +-10 points swamp the variants' means.
 """
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import torch
 
-import fullsvformer as fs
-
-SEEDS = (0, 1, 2)
+ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results" / "accuracy.json"
-BASE = ["--dataset", "synthetic", "--synth-classes", "4", "--labeled", "0.05", "--img-size", "16",
-        "--patch-size", "4", "--embed-dim", "64", "--depth", "2", "--num-heads", "2", "--labeled-batch", "4",
-        "--global-batch", "4", "--mu", "3", "--epochs", "4", "--warmup-epochs", "0.3", "--lr", "2e-3",
-        "--ema-momentum", "0.97", "--eval-every", "0", "--log-every", "25", "--device", "cpu"]
+SEEDS = (0, 1, 2)
+# What the image and the video model share: the synthetic look and the architecture (the synthetic preset's D 64,
+# 2 blocks, 2 heads).
+LOOK = ["--dataset", "synthetic", "--synth-movers", "8", "--synth-side", "0.1", "--synth-blur", "16",
+        "--synth-size", "40", "--img-size", "32", "--patch-size", "8", "--lr", "5e-4", "--eval-every", "0",
+        "--log-every", "50", "--device", "cpu", "--workers", "0"]
+PRETRAIN = LOOK + ["--synth-seed", "1", "--synth-classes", "8", "--synth-clips-per-class", "200", "--num-frames", "1",
+                   "--temporal-warp-keys", "1", "--labeled", "1.0", "--mu", "0", "--labeled-batch", "32",
+                   "--global-batch", "32", "--epochs", "24", "--seed", "0"]
+BASE = LOOK + ["--synth-classes", "4", "--synth-clips-per-class", "100", "--synth-test-per-class", "50",
+               "--num-frames", "4", "--temporal-warp-keys", "2", "--labeled", "0.05", "--epochs", "12",
+               "--ssl-rampup-epochs", "4"]
 VARIANTS = {
     "supervised": ["--gamma-kl", "0", "--gamma-mix", "0", "--gamma-nl", "0"],
     "full": [],
@@ -38,30 +62,46 @@ VARIANTS = {
     "plain_kl": ["--no-kl-standardize"],
     "no_tokenmix": ["--gamma-mix", "0"],
 }
-# Full must beat supervised-only by this many top-1 points (mean over SEEDS). Not yet set from a measured gap: there is
-# none so far (see the xfail reason); 10 points is the target the bench is meant to hold once the task allows it.
-MARGIN = 10.0
+# Full must beat supervised-only by this many top-1 points (mean over SEEDS). Not set from a measured gap: there is none
+# so far (see the xfail reason and bench/results/accuracy.json). 5 points is the least we would call clear given the
+# measured spread (std 3-5 points per variant over 3 seeds).
+MARGIN = 5.0
 
 
-@pytest.mark.xfail(strict=True, reason="open: on the synthetic task every variant is still at chance within this "
-                                       "budget (bench/results/accuracy.json), so there is no measured gap to set "
-                                       "MARGIN from; strict, so a fix that makes it pass must remove this marker")
+def run(args: list[str], out: Path) -> dict:
+    """One training run in its own process with one thread (two run side by side on 2 cores)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    p = subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), *args, "--out", str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True)
+    assert p.returncode == 0, f"{' '.join(args)}\n{p.stderr[-3000:]}"
+    return json.loads((out / "summary.json").read_text())
+
+
+@pytest.mark.xfail(strict=True, reason="open: with 3 seeds full does not beat supervised-only by a clear margin on "
+                                       "the synthetic task (bench/results/accuracy.json); strict, so a fix that makes "
+                                       "it pass must remove this marker and set MARGIN from the measured gap")
 def test_full_beats_supervised(tmp_path):
     t0 = time.perf_counter()
+    pre = run(PRETRAIN, tmp_path / "pretrain")
+    jobs = [(name, seed, BASE + extra + ["--pretrained", str(tmp_path / "pretrain" / "last.pt"), "--seed", str(seed),
+                                         "--split-seed", str(seed)])
+            for name, extra in VARIANTS.items() for seed in SEEDS]
+    with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
+        summaries = list(pool.map(lambda j: run(j[2], tmp_path / f"{j[0]}-{j[1]}"), jobs))
     out = {}
-    for name, extra in VARIANTS.items():
-        runs = []
-        for seed in SEEDS:
-            r = fs.main(BASE + extra + ["--seed", str(seed), "--split-seed", str(seed),
-                                        "--out", str(tmp_path / f"{name}-{seed}")])
-            runs.append({"seed": seed, "top1": r["top1"], "teacher_top1": r["teacher_top1"]})
+    for name in VARIANTS:
+        runs = [{"seed": seed, "top1": s["top1"], "teacher_top1": s["teacher_top1"],
+                 "pseudo_label_acc": s["pseudo_label_acc"]}
+                for (n, seed, _), s in zip(jobs, summaries) if n == name]
         top1 = [x["top1"] for x in runs]
         out[name] = {"mean": statistics.mean(top1), "std": statistics.stdev(top1), "runs": runs,
                      "teacher_mean": statistics.mean(x["teacher_top1"] for x in runs)}
+    out["pretrain"] = {"argv": PRETRAIN, "top1": pre["top1"], "steps": pre["steps"],
+                       "note": "8-class image model (T=1) on synthetic clips of another content seed"}
     out["config"] = {"argv": BASE, "variants": VARIANTS, "seeds": list(SEEDS), "margin": MARGIN,
-                     "metric": "student top-1 (%), 1-view eval on the synthetic test set"}
-    out["machine"] = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                      "torch": torch.__version__, "python": platform.python_version()}
+                     "metric": "student top-1 (%), 1-view eval on the synthetic test set (200 clips)"}
+    out["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                      "threads_per_run": 1, "torch": torch.__version__, "python": platform.python_version()}
     out["wall_time_s"] = time.perf_counter() - t0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
