@@ -214,6 +214,24 @@ def test_ssl_rampup_scales_only_the_unlabeled_losses():
             assert torch.equal(loss, terms["loss_ce"])  # weight 0: labeled CE alone
 
 
+def test_oracle_pseudo_labels_act_as_a_teacher_that_knows_the_labels():
+    """--oracle-pseudo-labels with any teacher == a teacher whose logits are 10 x one-hot(true label)."""
+    cfg, _ = fs.parse_config(TINY)
+    torch.manual_seed(0)
+    data = fs.build_data(cfg.data, seed=0)
+    lab, unl = next(fs.train_batches(data, 0))
+    model = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    random_teacher = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    knowing = lambda x: 10.0 * torch.nn.functional.one_hot(unl["label"], data.num_classes).float()  # noqa: E731
+    oracle = fs.dataclasses.replace(cfg, train=fs.dataclasses.replace(cfg.train, oracle_pseudo_labels=True))
+    cpu = torch.device("cpu")
+    a, ta = fs.ssl_losses(model, random_teacher, lab, unl, oracle, cpu, "none", torch.Generator().manual_seed(3))
+    b, tb = fs.ssl_losses(model, knowing, lab, unl, cfg, cpu, "none", torch.Generator().manual_seed(3))
+    c, _ = fs.ssl_losses(model, random_teacher, lab, unl, cfg, cpu, "none", torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b) and ta["pseudo_label_acc"] == tb["pseudo_label_acc"] == 1
+    assert not torch.allclose(a, c)  # the random teacher's own pseudo-labels give another loss
+
+
 def test_wrong_pretrained_fails_before_training(tmp_path):
     bogus = tmp_path / "weights.pth"
     bogus.write_text("not weights")
