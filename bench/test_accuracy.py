@@ -1,9 +1,10 @@
 """Accuracy regression bench: Full-SVFormer vs supervised-only on the synthetic set with 5% labels, plus ablations.
 
 Run: `python -m pytest bench/test_accuracy.py` (the path is needed: pytest.ini's testpaths is tests/). It pretrains
-one image model, then trains 5 variants x SEEDS seeds from it, two processes at a time with one thread each, writes
-bench/results/accuracy.json and asserts that the full method beats supervised-only by MARGIN points of mean student
-top-1. About 6-7 minutes on 2 CPU cores.
+one image model, then trains 6 variants x SEEDS seeds from it, two processes at a time with one thread each, and writes
+bench/results/accuracy.json. Two checks on mean student top-1: the full method fed true labels as pseudo-labels
+(oracle) beats supervised-only by ORACLE_MARGIN points (holds: the regression check that .ci/run runs), and the full
+method itself beats supervised-only by MARGIN points (does not hold yet: a strict xfail). About 7 minutes on 2 cores.
 
 - Why a pretrained start. The paper fine-tunes an ImageNet-initialised TimeSformer. From scratch, a 2-block ViT needs
   far more steps than a CPU bench can afford to learn the motion classes at all (the previous version of this bench:
@@ -24,9 +25,12 @@ top-1. About 6-7 minutes on 2 CPU cores.
   labeled), so the spread includes the luck of the labeled draw, which dominates with 5 labeled clips per class.
 - Ablations: no_anl (--gamma-nl 0), plain_kl (--no-kl-standardize), no_tokenmix (--gamma-mix 0). They are recorded,
   not asserted.
+- oracle (--oracle-pseudo-labels): the full method with the teacher's predictions on the unlabeled clips replaced by
+  their true labels. It bounds what the unlabeled losses can add and tests everything but the teacher's quality.
 - Finding so far: the gap is not there. In every variant, supervised-only included, the teacher's pseudo-label
   accuracy peaks at ~0.8 after 2 epochs and falls to 0.6-0.7 as the model overfits the 20 labeled clips; the unlabeled
-  losses do not stop that fall. Per-seed differences of +-10 points swamp the variants' means.
+  losses do not stop that fall. Per-seed differences of +-10 points swamp the variants' means. With correct
+  pseudo-labels (oracle) the same losses add 16.5 points, so what is missing is pseudo-label quality.
 """
 import json
 import os
@@ -61,11 +65,16 @@ VARIANTS = {
     "no_anl": ["--gamma-nl", "0"],
     "plain_kl": ["--no-kl-standardize"],
     "no_tokenmix": ["--gamma-mix", "0"],
+    "oracle": ["--oracle-pseudo-labels"],
 }
 # Full must beat supervised-only by this many top-1 points (mean over SEEDS). Not set from a measured gap: there is none
 # so far (see the xfail reason and bench/results/accuracy.json). 5 points is the least we would call clear given the
 # measured spread (std 3-5 points per variant over 3 seeds).
 MARGIN = 5.0
+# The full method fed the true labels as pseudo-labels must beat supervised-only by this much. Measured: +16.5 points
+# (87.3 +- 2.3 vs 70.8 +- 3.3, seeds 0-2; per seed +18, +16, +15.5; bench/results/accuracy.json). The margin is about
+# half of that and 2.4 times the larger std, so noise does not fail it, but losing the unlabeled losses' effect does.
+ORACLE_MARGIN = 8.0
 
 
 def run(args: list[str], out: Path) -> dict:
@@ -77,17 +86,17 @@ def run(args: list[str], out: Path) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
-@pytest.mark.xfail(strict=True, reason="open: with 3 seeds full does not beat supervised-only by a clear margin on "
-                                       "the synthetic task (bench/results/accuracy.json); strict, so a fix that makes "
-                                       "it pass must remove this marker and set MARGIN from the measured gap")
-def test_full_beats_supervised(tmp_path):
+@pytest.fixture(scope="module")
+def table(tmp_path_factory) -> dict:
+    """Pretrain once, train every variant x seed, write bench/results/accuracy.json and return its content."""
+    tmp = tmp_path_factory.mktemp("accuracy")
     t0 = time.perf_counter()
-    pre = run(PRETRAIN, tmp_path / "pretrain")
-    jobs = [(name, seed, BASE + extra + ["--pretrained", str(tmp_path / "pretrain" / "last.pt"), "--seed", str(seed),
+    pre = run(PRETRAIN, tmp / "pretrain")
+    jobs = [(name, seed, BASE + extra + ["--pretrained", str(tmp / "pretrain" / "last.pt"), "--seed", str(seed),
                                          "--split-seed", str(seed)])
             for name, extra in VARIANTS.items() for seed in SEEDS]
     with ThreadPoolExecutor(max(1, min(2, os.cpu_count() or 1))) as pool:
-        summaries = list(pool.map(lambda j: run(j[2], tmp_path / f"{j[0]}-{j[1]}"), jobs))
+        summaries = list(pool.map(lambda j: run(j[2], tmp / f"{j[0]}-{j[1]}"), jobs))
     out = {}
     for name in VARIANTS:
         runs = [{"seed": seed, "top1": s["top1"], "teacher_top1": s["teacher_top1"],
@@ -99,12 +108,28 @@ def test_full_beats_supervised(tmp_path):
     out["pretrain"] = {"argv": PRETRAIN, "top1": pre["top1"], "steps": pre["steps"],
                        "note": "8-class image model (T=1) on synthetic clips of another content seed"}
     out["config"] = {"argv": BASE, "variants": VARIANTS, "seeds": list(SEEDS), "margin": MARGIN,
+                     "oracle_margin": ORACLE_MARGIN,
                      "metric": "student top-1 (%), 1-view eval on the synthetic test set (200 clips)"}
     out["machine"] = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                       "threads_per_run": 1, "torch": torch.__version__, "python": platform.python_version()}
     out["wall_time_s"] = time.perf_counter() - t0
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    gap = out["full"]["mean"] - out["supervised"]["mean"]
-    assert gap >= MARGIN, (f"full {out['full']['mean']:.1f} vs supervised {out['supervised']['mean']:.1f}: gap "
+    return out
+
+
+def test_oracle_pseudo_labels_beat_supervised(table):
+    """The unlabeled half of the method (strong views, TokenMix, standardized KL, ANL, their weights and the ramp)
+    turns correct pseudo-labels into accuracy: the check that holds today, independent of the teacher's quality."""
+    gap = table["oracle"]["mean"] - table["supervised"]["mean"]
+    assert gap >= ORACLE_MARGIN, (f"oracle {table['oracle']['mean']:.1f} vs supervised "
+                                  f"{table['supervised']['mean']:.1f}: gap {gap:.1f} < {ORACLE_MARGIN} points")
+
+
+@pytest.mark.xfail(strict=True, reason="open: with 3 seeds full does not beat supervised-only by a clear margin on "
+                                       "the synthetic task (bench/results/accuracy.json); strict, so a fix that makes "
+                                       "it pass must remove this marker and set MARGIN from the measured gap")
+def test_full_beats_supervised(table):
+    gap = table["full"]["mean"] - table["supervised"]["mean"]
+    assert gap >= MARGIN, (f"full {table['full']['mean']:.1f} vs supervised {table['supervised']['mean']:.1f}: gap "
                            f"{gap:.1f} < {MARGIN} points")
