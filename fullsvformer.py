@@ -10,8 +10,8 @@ Measured (README "Results", 2-core CPU VM, torch 2.14.1, no GPU yet): the CPU de
 synthetic motion classes (chance 25%) in 67 s; the full train step of the tiny preset runs at 15.8 clips/s, 0.68 of
 the machine's measured fp32 matmul speed (bench/test_throughput.py); forward+backward equals HF transformers'
 Timesformer (1.00x). On the synthetic semi-supervision bench (bench/test_accuracy.py: 5% labels, pretrained start,
-3 seeds) the full method does NOT beat supervised-only yet: 70.0 +- 3.5 vs 70.8 +- 3.3 top-1, while the same losses
-fed the true labels as pseudo-labels (--oracle-pseudo-labels) reach 87.3 +- 2.3. Not measured yet: the GPU step
+3 seeds) the full method does NOT clearly beat supervised-only yet: 65.0 +- 8.3 vs 62.3 +- 5.0 top-1, while the same
+losses fed the true labels as pseudo-labels (--oracle-pseudo-labels) reach 82.0 +- 2.6. Not measured yet: the GPU step
 (bench/gpu.sh) and the UCF-101/HMDB-51 runs.
 
     python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
