@@ -193,16 +193,22 @@ def test_lr_schedule():
     assert fs.lr_at(0, c) == 1.0 and fs.lr_at(5, c) == pytest.approx(0.5) and fs.lr_at(10, c) == pytest.approx(0.0)
 
 
-def test_ssl_rampup_scales_only_the_unlabeled_losses():
-    t = fs.TrainConfig(ssl_rampup_epochs=2)
-    assert fs.ssl_weight_at(0, t) == 0 and fs.ssl_weight_at(1, t) == 0.5 and fs.ssl_weight_at(5, t) == 1
-    assert fs.ssl_weight_at(0, fs.TrainConfig()) == 1  # off by default, as in the paper
+def one_step_inputs():
+    """(cfg, num_classes, labeled batch, unlabeled batch, student, teacher) of the TINY setting, seeded."""
     cfg, _ = fs.parse_config(TINY)
     torch.manual_seed(0)
     data = fs.build_data(cfg.data, seed=0)
     lab, unl = next(fs.train_batches(data, 0))
-    model = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-    teacher = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    student, teacher = (fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+                        for _ in range(2))
+    return cfg, data.num_classes, lab, unl, student, teacher
+
+
+def test_ssl_rampup_scales_only_the_unlabeled_losses():
+    t = fs.TrainConfig(ssl_rampup_epochs=2)
+    assert fs.ssl_weight_at(0, t) == 0 and fs.ssl_weight_at(1, t) == 0.5 and fs.ssl_weight_at(5, t) == 1
+    assert fs.ssl_weight_at(0, fs.TrainConfig()) == 1  # off by default, as in the paper
+    cfg, _, lab, unl, model, teacher = one_step_inputs()
     for w in (0.0, 0.5, 1.0):
         gen = torch.Generator().manual_seed(3)  # the same TokenMix draw for every weight
         loss, terms = fs.ssl_losses(model, teacher, lab, unl, cfg, torch.device("cpu"), "none", gen, w)
@@ -216,13 +222,8 @@ def test_ssl_rampup_scales_only_the_unlabeled_losses():
 
 def test_oracle_pseudo_labels_act_as_a_teacher_that_knows_the_labels():
     """--oracle-pseudo-labels with any teacher == a teacher whose logits are 10 x one-hot(true label)."""
-    cfg, _ = fs.parse_config(TINY)
-    torch.manual_seed(0)
-    data = fs.build_data(cfg.data, seed=0)
-    lab, unl = next(fs.train_batches(data, 0))
-    model = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-    random_teacher = fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-    knowing = lambda x: 10.0 * torch.nn.functional.one_hot(unl["label"], data.num_classes).float()  # noqa: E731
+    cfg, num_classes, lab, unl, model, random_teacher = one_step_inputs()
+    knowing = lambda x: 10.0 * torch.nn.functional.one_hot(unl["label"], num_classes).float()  # noqa: E731
     oracle = fs.dataclasses.replace(cfg, train=fs.dataclasses.replace(cfg.train, oracle_pseudo_labels=True))
     cpu = torch.device("cpu")
     a, ta = fs.ssl_losses(model, random_teacher, lab, unl, oracle, cpu, "none", torch.Generator().manual_seed(3))
