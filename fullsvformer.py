@@ -2049,15 +2049,16 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         ce = F.cross_entropy(logits_l.float(), yl)
         return ce, {"loss_ce": ce.detach()}
 
-    xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
     xs = normalize_clips(unl["strong"].to(device, non_blocking=True), d.mean, d.std)
     xs = channel_dropout(xs, d.strong_channel_dropout, gen)
     Bu = xs.shape[0]
-    with torch.inference_mode(), autocast_context(device, amp):
-        t_logits = teacher(xw).float()
-    t_logits = t_logits.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
     if t.oracle_pseudo_labels:  # diagnostic: a teacher that is always right and sure (softmax 0.9999 at 10)
-        t_logits = 10.0 * F.one_hot(unl["label"].to(device, non_blocking=True), t_logits.shape[-1]).float()
+        t_logits = 10.0 * F.one_hot(unl["label"].to(device, non_blocking=True), _unwrap(student).num_classes).float()
+    else:
+        xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
+        with torch.inference_mode(), autocast_context(device, amp):
+            t_logits = teacher(xw).float()
+        t_logits = t_logits.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
     t_probs = t_logits.softmax(dim=-1)
 
     use_mix = t.gamma_mix > 0
