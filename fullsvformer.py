@@ -11,7 +11,7 @@ synthetic motion classes (chance 25%) in 67 s; the full train step of the tiny p
 the machine's measured fp32 matmul speed (bench/test_throughput.py); forward+backward equals HF transformers'
 Timesformer (1.00x). On the synthetic semi-supervision bench (bench/test_accuracy.py: 5% labels, pretrained start,
 3 seeds) the full method's student reaches 71.5 +- 7.0 top-1 against 62.3 +- 5.0 for supervised-only; most of that gain
-is the mean-teacher effect (the supervised run's own EMA teacher reaches 69.7). Not measured yet: the GPU step
+is what the supervised run's own EMA teacher also reaches (69.7). Not measured yet: the GPU step
 (bench/gpu.sh) and the UCF-101/HMDB-51 runs.
 
     python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
@@ -2423,7 +2423,8 @@ def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer,
 PRESETS: dict[str, dict[str, dict]] = {
     # Small enough that learning motion from scratch starts within ~100 steps: 16 px, 4 px patches (a dot is half a
     # patch and moves about half a patch per sampled frame), D 64, 2 blocks. ema_momentum 0.97 instead of 0.99: the
-    # teacher's pseudo-labels drive the SSL losses and a 0.99 teacher lags ~100 steps behind a 300-step run.
+    # teacher's pseudo-labels drive the SSL losses and a 0.99 teacher lags ~100 steps behind a 300-step run. (The
+    # accuracy bench starts from pretrained weights, so its head is useful within ~50 steps; it does better with 0.99.)
     "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=4, drop_path=0.0,
                                 head_dropout=0.0),
                   "data": dict(img_size=16, synth_classes=4, synth_movers=1, synth_side=0.3, synth_length=128,
