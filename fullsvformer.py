@@ -2547,10 +2547,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.config or cfg.train.out:
             raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
         cfg = config_from_dict(flag_overrides(args), load_config(stored))
-    finished = False
     try:
         summary = train(cfg)
-        finished = True
+        # On success, wait for every rank: one that tears gloo down while a peer still talks to it can abort (SIGABRT).
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         return summary
     except torch.OutOfMemoryError as e:
         raise torch.OutOfMemoryError(f"{e}\nOut of memory: lower --labeled-batch (keep --global-batch: gradients "
@@ -2558,8 +2559,6 @@ def main(argv: list[str] | None = None) -> dict:
                                      "smaller --img-size.") from None
     finally:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
-            if finished:  # a rank that tears gloo down while a peer still talks to it can abort at exit (SIGABRT)
-                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
 
