@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -42,6 +43,11 @@ import torch.utils.checkpoint
 import torch.utils.data
 
 log = logging.getLogger("fullsvformer")
+
+
+class UserError(ValueError):
+    """A mistake the user can fix (a flag, a config value, a file, a dataset layout). The CLI prints its message as
+    `fullsvformer: error: ...` and exits with 2, without a traceback (set FULLSVFORMER_DEBUG=1 or --debug for one)."""
 
 # ======================================================================================================================
 # Config
@@ -79,14 +85,14 @@ class ModelConfig:
     head_dropout: float = F_(0.5, "dropout before the classifier (SVFormer: 0.5)")
     grad_checkpointing: bool = F_(False, "recompute block activations in backward: less memory, ~30% slower")
     pretrained: str = F_("", "initial weights: a timm ViT / official TimeSformer / HF / fullsvformer checkpoint, "
-                             "or timm:<name> from timm's local cache; PATH:teacher picks our EMA weights")
+                             "or timm:<name> (timm's cache, else downloaded); PATH:teacher picks our EMA weights")
 
     def __post_init__(self):
         if self.arch not in ARCH_PRESETS:
-            raise ValueError(f"arch: unknown preset {self.arch!r}; expected one of {sorted(ARCH_PRESETS)}")
+            raise UserError(f"arch: unknown preset {self.arch!r}; expected one of {sorted(ARCH_PRESETS)}")
         d = self.dims()
         if d["embed_dim"] % d["num_heads"]:
-            raise ValueError(f"embed_dim={d['embed_dim']} is not divisible by num_heads={d['num_heads']}")
+            raise UserError(f"embed_dim={d['embed_dim']} is not divisible by num_heads={d['num_heads']}")
 
     def dims(self) -> dict[str, int]:
         """embed_dim/depth/num_heads: the explicit values, else the --arch preset's."""
@@ -124,10 +130,12 @@ class DataConfig:
                                             "with channel_dropout() (SVFormer dropout2d: 0.2)")
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
     std: list = F_([0.225, 0.225, 0.225], "per-channel std in [0, 1] for normalize_clips (SVFormer: 0.225)")
-    labeled_batch: int = F_(1, "labeled clips per step per process (SVFormer: 1 per GPU)")
+    labeled_batch: int = F_(1, "labeled clips per micro-batch per process (SVFormer: 1 per GPU); lowered, and logged, "
+                               "when it does not divide global_batch / processes")
     mu: int = F_(5, "unlabeled clips per labeled clip μ (SVFormer: 5); 0 = labeled only, epoch = labeled pass")
     eval_batch: int = F_(4, "test videos per eval batch (each holds test_clips × test_crops views)")
-    workers: int = F_(4, "data loader worker processes per process (0 = decode in the training process)")
+    workers: int = F_(-1, "data loader worker processes per process (0 = decode in the training process; -1 = auto: "
+                          "this process's share of the CPUs minus one for training itself, 1 to 8)")
     prefetch: int = F_(2, "batches each worker prepares ahead")
     pin_memory: bool = F_(True, "page-locked batches for faster host-to-GPU copies (only when CUDA is available)")
     max_bad_fraction: float = F_(0.01, "abort once more than this fraction of the training videos failed to decode")
@@ -146,37 +154,39 @@ class DataConfig:
 
     def __post_init__(self):
         if not 0 < self.labeled <= 1:
-            raise ValueError(f"labeled: {self.labeled} is not a fraction in (0, 1]")
+            raise UserError(f"labeled: {self.labeled} is not a fraction in (0, 1]")
         for k in ("hflip", "temporal_warp_p", "strong_channel_dropout", "max_bad_fraction"):
             if not 0 <= getattr(self, k) <= 1:
-                raise ValueError(f"{k}: {getattr(self, k)} is not a probability in [0, 1]")
+                raise UserError(f"{k}: {getattr(self, k)} is not a probability in [0, 1]")
         for k in ("num_frames", "img_size", "clip_stride", "test_clips", "labeled_batch", "eval_batch", "prefetch",
                   "synth_classes", "synth_clips_per_class", "synth_test_per_class", "synth_size", "synth_length",
                   "synth_movers"):
             if getattr(self, k) < 1:
-                raise ValueError(f"{k}: must be at least 1, got {getattr(self, k)}")
-        for k in ("mu", "workers", "randaug_n", "synth_distractors", "synth_clutter", "synth_blur"):
+                raise UserError(f"{k}: must be at least 1, got {getattr(self, k)}")
+        if self.workers < -1:
+            raise UserError(f"workers: must be >= 0, or -1 for auto, got {self.workers}")
+        for k in ("mu", "randaug_n", "synth_distractors", "synth_clutter", "synth_blur"):
             if getattr(self, k) < 0:
-                raise ValueError(f"{k}: must be >= 0, got {getattr(self, k)}")
+                raise UserError(f"{k}: must be >= 0, got {getattr(self, k)}")
         if not 0 < self.scale_min <= self.scale_max:
-            raise ValueError(f"scale_min/scale_max: need 0 < scale_min <= scale_max, got {self.scale_min}, "
+            raise UserError(f"scale_min/scale_max: need 0 < scale_min <= scale_max, got {self.scale_min}, "
                              f"{self.scale_max}")
         if not 0 <= self.randaug_m <= 30:
-            raise ValueError(f"randaug_m: {self.randaug_m} is outside 0..30")
+            raise UserError(f"randaug_m: {self.randaug_m} is outside 0..30")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(f"mean/std: need 3 values each and std > 0, got {self.mean}, {self.std}")
+            raise UserError(f"mean/std: need 3 values each and std > 0, got {self.mean}, {self.std}")
         try:
             self.warp_keys = tuple(int(k) for k in str(self.temporal_warp_keys).split(","))
         except ValueError:
-            raise ValueError(f"temporal_warp_keys: expected comma-separated integers, got {self.temporal_warp_keys!r}")
+            raise UserError(f"temporal_warp_keys: expected comma-separated integers, got {self.temporal_warp_keys!r}")
         if not self.warp_keys or min(self.warp_keys) < 1:
-            raise ValueError(f"temporal_warp_keys: need key counts >= 1, got {self.temporal_warp_keys!r}")
+            raise UserError(f"temporal_warp_keys: need key counts >= 1, got {self.temporal_warp_keys!r}")
         if not 0 < self.synth_side <= 1:
-            raise ValueError(f"synth_side: {self.synth_side} is not a fraction in (0, 1]")
+            raise UserError(f"synth_side: {self.synth_side} is not a fraction in (0, 1]")
         if self.synth_classes > 12:
-            raise ValueError(f"synth_classes: at most 12 motions are defined, got {self.synth_classes}")
+            raise UserError(f"synth_classes: at most 12 motions are defined, got {self.synth_classes}")
         if self.list_prefix and "=" not in self.list_prefix:
-            raise ValueError(f"list_prefix: expected OLD=NEW, got {self.list_prefix!r}")
+            raise UserError(f"list_prefix: expected OLD=NEW, got {self.list_prefix!r}")
 
 
 # --- training ---------------------------------------------------------------------------------------------------------
@@ -219,7 +229,9 @@ class TrainConfig:
     # Speed and run control.
     device: str = F_("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
     amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
-    compile: bool = F_(False, "torch.compile the student and teacher forwards (first steps are slow)")
+    compile: str = F_("auto", "torch.compile the student and teacher forwards: auto = on CUDA only (on a CPU it "
+                              "costs ~1 min of compilation for no gain), on (--compile), off (--no-compile)",
+                      ("auto", "on", "off"))
     out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines")
@@ -230,21 +242,21 @@ class TrainConfig:
     def __post_init__(self):
         for k in ("epochs", "global_batch", "log_every", "max_nonfinite"):
             if getattr(self, k) < 1:
-                raise ValueError(f"train.{k}={getattr(self, k)} must be >= 1")
+                raise UserError(f"train.{k}={getattr(self, k)} must be >= 1")
         for k in ("eval_every", "ckpt_every", "warmup_epochs", "grad_clip", "weight_decay", "gamma_kl", "gamma_mix",
                   "gamma_nl", "kl_threshold", "ssl_rampup_epochs"):
             if getattr(self, k) < 0:
-                raise ValueError(f"train.{k}={getattr(self, k)} must be >= 0")
+                raise UserError(f"train.{k}={getattr(self, k)} must be >= 0")
         for k in ("lr", "kl_tau", "mix_beta"):
             if getattr(self, k) <= 0:
-                raise ValueError(f"train.{k}={getattr(self, k)} must be > 0")
+                raise UserError(f"train.{k}={getattr(self, k)} must be > 0")
         for k in ("ema_momentum", "momentum", "mix_threshold", "nl_drop_threshold", "lr_gamma"):
             if not 0 <= getattr(self, k) <= 1:
-                raise ValueError(f"train.{k}={getattr(self, k)} must be in [0, 1]")
+                raise UserError(f"train.{k}={getattr(self, k)} must be in [0, 1]")
         try:
             [float(m) for m in self.lr_milestones.split(",") if m.strip()]
         except ValueError:
-            raise ValueError(f"train.lr_milestones={self.lr_milestones!r}: expected comma-separated epochs") from None
+            raise UserError(f"train.lr_milestones={self.lr_milestones!r}: expected comma-separated epochs") from None
 
 
 @dataclass
@@ -270,11 +282,11 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
         values = dataclasses.asdict(getattr(base, s))
         sub = (d or {}).get(s) or {}
         if not isinstance(sub, dict):
-            raise ValueError(f"config: section {s!r} must be a mapping, got {type(sub).__name__}")
+            raise UserError(f"config: section {s!r} must be a mapping, got {type(sub).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         for k in sub:
             if k not in known:
-                raise ValueError(f"config: unknown key {s}.{k}; known keys: {', '.join(sorted(known))}")
+                raise UserError(f"config: unknown key {s}.{k}; known keys: {', '.join(sorted(known))}")
         values.update(sub)
         defaults = cls()
         for f in dataclasses.fields(cls):
@@ -283,26 +295,28 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
         out[s] = cls(**values)
     for s in d or {}:
         if s not in SECTIONS:
-            raise ValueError(f"config: unknown section {s!r}; expected {', '.join(SECTIONS)}")
+            raise UserError(f"config: unknown section {s!r}; expected {', '.join(SECTIONS)}")
     return Config(**out)
 
 
 def _checked_value(key: str, v: Any, default: Any, choices: tuple | None) -> Any:
     """v converted to the type of the field's default (YAML reads '1e-3' as a string), or a ValueError naming key."""
     kind = type(default)
+    if kind is str and isinstance(v, bool) and choices and "on" in choices:  # YAML reads on/off/true as booleans
+        v = "on" if v else "off"
     if kind is float and isinstance(v, (int, str)) and not isinstance(v, bool):
         try:
             v = float(v)
         except ValueError:
-            raise ValueError(f"config: {key}={v!r} is not a number") from None
+            raise UserError(f"config: {key}={v!r} is not a number") from None
     ok = isinstance(v, kind) and not (kind is int and isinstance(v, bool))
     if kind is list:
         ok = ok and len(v) == len(default) and all(isinstance(x, (int, float)) for x in v)
     if not ok:
-        raise ValueError(f"config: {key}={v!r}: expected {kind.__name__}" + (f" of {len(default)} numbers"
+        raise UserError(f"config: {key}={v!r}: expected {kind.__name__}" + (f" of {len(default)} numbers"
                                                                          if kind is list else ""))
     if choices and v not in choices:
-        raise ValueError(f"config: {key}={v!r}; expected one of {', '.join(map(str, choices))}")
+        raise UserError(f"config: {key}={v!r}; expected one of {', '.join(map(str, choices))}")
     return v
 
 
@@ -320,9 +334,9 @@ def read_config_file(path: str | Path) -> dict:
     try:
         d = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ValueError(f"config file {path} is not valid YAML: {e}") from None
+        raise UserError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(d, dict):
-        raise ValueError(f"config file {path}: expected a mapping of sections, got {type(d).__name__}")
+        raise UserError(f"config file {path}: expected a mapping of sections, got {type(d).__name__}")
     return d
 
 
@@ -483,7 +497,7 @@ class TimeSformer(nn.Module):
     def from_preset(cls, arch: str, num_classes: int, **kw) -> "TimeSformer":
         """TimeSformer.from_preset('base', 101, num_frames=8) -- a named size plus any constructor keyword."""
         if arch not in ARCH_PRESETS:
-            raise ValueError(f"unknown arch {arch!r}; expected one of {sorted(ARCH_PRESETS)}")
+            raise UserError(f"unknown arch {arch!r}; expected one of {sorted(ARCH_PRESETS)}")
         return cls(num_classes=num_classes, **{**ARCH_PRESETS[arch], **kw})
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
@@ -566,7 +580,7 @@ HF_TOP_KEYS = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that cannot be loaded as asked: the message names the file and the offending keys."""
 
 
@@ -594,35 +608,57 @@ def _abbrev(keys, n: int = 10) -> str:
     return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
 
 
-def resolve_timm_cache(name: str, cache_dir: str | None = None) -> Path:
-    """Find the weights of timm model `name` (e.g. vit_base_patch16_224.orig_in21k_ft_in1k) in the local caches.
-
-    Nothing is downloaded: the error says which file to fetch and where to pass it.
-    """
-    import timm.models
-    try:
-        pcfg = timm.models.get_pretrained_cfg(name)
-    except Exception:
-        pcfg = None
+def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The weights of timm's pretrained model `name` (e.g. vit_base_patch16_224.orig_in21k_ft_in1k), fetched as
+    timm.create_model(pretrained=True) fetches them: from timm's local caches, else downloaded into the Hugging Face
+    cache. Offline (no network, or HF_HUB_OFFLINE=1) and not cached: a CheckpointError naming the file to fetch."""
+    import timm
+    pcfg = timm.models.get_pretrained_cfg(name)
     if pcfg is None:
-        raise CheckpointError(f"timm:{name}: timm {timm.__version__} knows no pretrained tag of that name")
-    tried = []
-    if pcfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-        for fname in ("model.safetensors", "pytorch_model.bin"):
-            hit = try_to_load_from_cache(pcfg.hf_hub_id, fname, cache_dir=cache_dir)
-            if isinstance(hit, str) and Path(hit).is_file():
-                return Path(hit)
-            tried.append(f"huggingface cache: {pcfg.hf_hub_id}/{fname}")
-    if pcfg.url:
-        hub = Path(torch.hub.get_dir()) / "checkpoints" / Path(pcfg.url).name
-        if hub.is_file():
-            return hub
-        tried.append(f"torch hub cache: {hub}")
-    where = (f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id
-             else pcfg.url)
-    raise CheckpointError(f"timm:{name} is not in the local caches (looked in: {'; '.join(tried)}). "
-                          f"Download {where} on a machine with internet and pass it as --pretrained /path/to/file")
+        raise CheckpointError(f"timm:{name}: timm {timm.__version__} knows no pretrained model of that name")
+    log.info("timm:%s: loading through timm (its local cache, else a download from the hub)", name)
+    try:
+        return timm.create_model(name, pretrained=True).state_dict()
+    except Exception as e:  # huggingface_hub's LocalEntryNotFoundError offline, HTTP errors, ...
+        where = (f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id
+                 else pcfg.url)
+        raise CheckpointError(f"timm:{name} is neither in the local caches nor downloadable here "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download {where} on a machine "
+                              "with internet and pass it as --pretrained /path/to/file") from None
+
+
+def torch_load(path: str | Path) -> dict:
+    """A checkpoint file (torch.save zip or legacy, or .safetensors) as a dict on the CPU, read with
+    weights_only=True; anything else is a CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path))
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+    try:  # mmap avoids a second copy of large checkpoints; legacy (non-zip) files cannot be mapped
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True: "
+                                  f"{str(e).splitlines()[0][:300]}") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping of tensors)")
+    return obj
+
+
+def read_run_checkpoint(path: str | Path) -> dict:
+    """A checkpoint written by train() (last.pt, best.pt), or a CheckpointError naming the file."""
+    ckpt = torch_load(path)
+    if ckpt.get("format") != "fullsvformer":
+        raise CheckpointError(f"{path} is not a fullsvformer training checkpoint (last.pt or best.pt of a run); "
+                              "pass other weights with --pretrained to fine-tune from them")
+    return ckpt
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
@@ -632,13 +668,9 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
     'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes are removed.
     """
     source = str(source)
-    which = "student"
-    if source.startswith("timm:"):
-        path = resolve_timm_cache(source[5:])
-    else:
-        path = Path(source)
-        if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
-            path, which = Path(source.rsplit(":", 1)[0]), source.rsplit(":", 1)[1]
+    which, path = "student", Path(source)
+    if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
+        path, which = Path(source.rsplit(":", 1)[0]), source.rsplit(":", 1)[1]
     if path.is_dir():  # an HF model directory
         for fname in ("model.safetensors", "pytorch_model.bin"):
             if (path / fname).is_file():
@@ -647,27 +679,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
         else:
             raise CheckpointError(f"{path} is a directory without model.safetensors or pytorch_model.bin "
                                   "(expected a HF transformers Timesformer directory, or pass a checkpoint file)")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        try:
-            obj = load_file(str(path))
-        except Exception as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
-    else:
-        try:  # mmap avoids a second copy of large checkpoints; legacy (non-zip) files cannot be mapped
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:
-            try:
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as e:
-                raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True: "
-                                      f"{str(e).splitlines()[0][:300]}") from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping of tensors)")
-
+    obj = timm_state_dict(source[5:]) if source.startswith("timm:") else torch_load(path)
     fmt = None
     if obj.get("format") == "fullsvformer":
         key = {"student": "model", "teacher": "ema"}[which]
@@ -876,7 +888,7 @@ def read_ucf101(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
     for n, line in _lines(f):
         parts = line.split()
         if len(parts) != 2 or not parts[0].isdigit() or int(parts[0]) != len(names) + 1:
-            raise ValueError(f"{f}:{n}: expected '<id> <ClassName>' with ids 1, 2, 3, ... in order, got {line!r}")
+            raise UserError(f"{f}:{n}: expected '<id> <ClassName>' with ids 1, 2, 3, ... in order, got {line!r}")
         names.append(parts[1])
     index = {c: i for i, c in enumerate(names)}
 
@@ -887,12 +899,12 @@ def read_ucf101(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
             parts = line.split()
             if len(parts) != (2 if labeled else 1) or "/" not in parts[0]:
                 want = "'<Class>/<video>.avi <id>'" if labeled else "'<Class>/<video>.avi'"
-                raise ValueError(f"{f}:{n}: expected {want}, got {line!r}")
+                raise UserError(f"{f}:{n}: expected {want}, got {line!r}")
             cls = parts[0].split("/")[0]
             if cls not in index:
-                raise ValueError(f"{f}:{n}: class {cls!r} is not in {lists / 'classInd.txt'}")
+                raise UserError(f"{f}:{n}: class {cls!r} is not in {lists / 'classInd.txt'}")
             if labeled and int(parts[1]) != index[cls] + 1:
-                raise ValueError(f"{f}:{n}: label {parts[1]} disagrees with classInd ({cls} is {index[cls] + 1})")
+                raise UserError(f"{f}:{n}: label {parts[1]} disagrees with classInd ({cls} is {index[cls] + 1})")
             out.append((prefix + parts[0], index[cls]))
         return out
 
@@ -916,7 +928,7 @@ def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
         for n, line in _lines(f):
             parts = line.split()
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                raise ValueError(f"{f}:{n}: expected '<video>.avi <tag>' with tag 0, 1 or 2, got {line!r}")
+                raise UserError(f"{f}:{n}: expected '<video>.avi <tag>' with tag 0, 1 or 2, got {line!r}")
             if parts[1] != "0":
                 (train if parts[1] == "1" else test).append((f"{cls}/{parts[0]}", label))
     return train, test, names
@@ -926,7 +938,7 @@ def _remap(path: str, root: Path, prefix: str) -> str:
     """Where a listed video lives: OLD=NEW prefix rewrite, else as written if it exists, else DATA_ROOT/<class>/<video>."""
     if prefix:
         if "=" not in prefix:
-            raise ValueError(f"--list-prefix {prefix!r}: expected OLD=NEW, e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
+            raise UserError(f"--list-prefix {prefix!r}: expected OLD=NEW, e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
         old, new = prefix.split("=", 1)
         return new + path[len(old):] if path.startswith(old) else path
     if Path(path).is_absolute() and Path(path).exists():
@@ -943,9 +955,9 @@ def read_list(path: str | Path, root: str | Path, prefix: str = "") -> list[Entr
     for n, line in _lines(path):
         parts = line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise ValueError(f"{path}:{n}: expected '<path> <label>', got {line!r}")
+            raise UserError(f"{path}:{n}: expected '<path> <label>', got {line!r}")
         if int(parts[1]) < 0:
-            raise ValueError(f"{path}:{n}: label {parts[1]} is negative")
+            raise UserError(f"{path}:{n}: label {parts[1]} is negative")
         out.append((_remap(parts[0], Path(root), prefix), int(parts[1])))
     return out
 
@@ -996,13 +1008,13 @@ def check_split(labeled: list[Entry], unlabeled: list[Entry], train: list[Entry]
     per-class labeled counts follow labeled_per_class. Checks that lack their input (train/test/fraction) are skipped."""
     lab, unl = {r for r, _ in labeled}, {r for r, _ in unlabeled}
     if len(lab) != len(labeled) or len(unl) != len(unlabeled):
-        raise ValueError("split: a video is listed twice")
+        raise UserError("split: a video is listed twice")
     if lab & unl:
-        raise ValueError(f"split: {len(lab & unl)} videos are both labeled and unlabeled, e.g. {sorted(lab & unl)[0]}")
+        raise UserError(f"split: {len(lab & unl)} videos are both labeled and unlabeled, e.g. {sorted(lab & unl)[0]}")
     if train is not None and set(labeled) | set(unlabeled) != set(train):
-        raise ValueError(f"split: labeled ∪ unlabeled ({len(lab | unl)}) differs from the train list ({len(train)})")
+        raise UserError(f"split: labeled ∪ unlabeled ({len(lab | unl)}) differs from the train list ({len(train)})")
     if test is not None and (lab | unl) & {r for r, _ in test}:
-        raise ValueError("split: a test video is in the labeled or unlabeled set")
+        raise UserError("split: a test video is in the labeled or unlabeled set")
     if fraction is not None:
         n_class: dict[int, int] = {}
         for _, y in list(labeled) + list(unlabeled):
@@ -1012,7 +1024,7 @@ def check_split(labeled: list[Entry], unlabeled: list[Entry], train: list[Entry]
             got[y] = got.get(y, 0) + 1
         for y, n in n_class.items():
             if got.get(y, 0) != labeled_per_class(dataset, fraction, n):
-                raise ValueError(f"split: class {y} has {got.get(y, 0)} labeled clips, expected "
+                raise UserError(f"split: class {y} has {got.get(y, 0)} labeled clips, expected "
                                  f"{labeled_per_class(dataset, fraction, n)} of {n}")
 
 
@@ -1031,7 +1043,7 @@ def read_split_file(path: str | Path) -> tuple[list[Entry], list[str]]:
             continue
         parts = line.rsplit(None, 1)
         if len(parts) != 2 or not parts[1].isdigit():
-            raise ValueError(f"{path}:{n}: expected '<class>/<video> <label>', got {line!r}")
+            raise UserError(f"{path}:{n}: expected '<class>/<video> <label>', got {line!r}")
         entries.append((parts[0], int(parts[1])))
     return entries, header
 
@@ -1109,7 +1121,7 @@ def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, s
         try:
             check_split(labeled, unlabeled, train)
         except ValueError as e:
-            raise ValueError(f"{d}: the committed split does not match the official lists under data_root ({e}); "
+            raise UserError(f"{d}: the committed split does not match the official lists under data_root ({e}); "
                              "use the official split-1 lists or another --split-seed") from None
         return labeled, unlabeled, str(d)
     labeled, unlabeled = class_balanced_split(train, fraction, seed, dataset)
@@ -1306,7 +1318,7 @@ class VideoClips(torch.utils.data.Dataset):
             out = self.augment(frames, seed, strong)
             out.pop("warp", None)
             return dict(out, label=self.entries[j][1], index=j, bad="\n".join(bad))
-        raise RuntimeError(f"10 videos in a row failed to decode in the {self.name} set, starting at {self.path(i)}; "
+        raise UserError(f"10 videos in a row failed to decode in the {self.name} set, starting at {self.path(i)}; "
                            f"last: {bad[-1]}")
 
     def test_item(self, i: int, full: bool = True) -> dict:
@@ -1470,7 +1482,7 @@ class BadSamples:
         for p in paths:
             self.failed[p] = self.failed.get(p, 0) + 1
         if len(self.failed) > self.max_fraction * self.pool_size:
-            raise RuntimeError(f"{len(self.failed)} of {self.pool_size} training videos failed to decode (more than "
+            raise UserError(f"{len(self.failed)} of {self.pool_size} training videos failed to decode (more than "
                                f"max_bad_fraction={self.max_fraction}); first: {', '.join(sorted(self.failed)[:5])}")
 
     def summary(self) -> dict:
@@ -1511,11 +1523,11 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
         source = "synthetic"
     else:
         if not cfg.data_root:
-            raise ValueError(f"data_root is empty: --dataset {cfg.dataset} needs --data-root.\n"
+            raise UserError(f"data_root is empty: --dataset {cfg.dataset} needs --data-root.\n"
                              + {"ucf101": UCF101_TREE, "hmdb51": HMDB51_TREE, "lists": LISTS_TREE}[cfg.dataset])
         if cfg.dataset == "lists":
             if not (cfg.train_list and cfg.val_list):
-                raise ValueError(f"--dataset lists needs --train-list and --val-list.\n{LISTS_TREE}")
+                raise UserError(f"--dataset lists needs --train-list and --val-list.\n{LISTS_TREE}")
             _require(root, LISTS_TREE)
             labeled = read_list(cfg.train_list, root, cfg.list_prefix)
             unlabeled = read_list(cfg.unlabeled_list, root, cfg.list_prefix) if cfg.unlabeled_list else []
@@ -1523,11 +1535,13 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
             k = 1 + max(y for _, y in labeled + unlabeled + test)
             empty = sorted(set(range(k)) - {y for _, y in labeled + unlabeled + test})
             if empty:
-                raise ValueError(f"lists: labels {empty[:10]} have no clip in any list (are the labels 1-based?); "
+                raise UserError(f"lists: labels {empty[:10]} have no clip in any list (are the labels 1-based?); "
                                  "labels must be 0 .. num_classes-1")
-            names = [""] * k
-            for rel, y in labeled + unlabeled + test:  # class name = the folder that holds the video
-                names[y] = names[y] or Path(rel).parent.name
+            folders: list[set] = [set() for _ in range(k)]
+            for rel, y in labeled + unlabeled + test:
+                folders[y].add(Path(rel).parent.name)
+            # A class's name is the folder that holds all its videos; if they are spread over several, its number.
+            names = [f.pop() if len(f) == 1 else str(y) for y, f in enumerate(folders)]
             source = f"lists {cfg.train_list}"
         else:
             read = read_ucf101 if cfg.dataset == "ucf101" else read_hmdb51
@@ -1537,14 +1551,14 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
         for e in (labeled, unlabeled, test):
             bad = [x for x in e if not 0 <= x[1] < len(names)]
             if bad:
-                raise ValueError(f"label {bad[0][1]} of {bad[0][0]} is out of range for {len(names)} classes")
+                raise UserError(f"label {bad[0][1]} of {bad[0][0]} is out of range for {len(names)} classes")
     ds = [make(e, n) for e, n in ((labeled, "labeled"), (unlabeled, "unlabeled"), (test, "test"))]
     if cfg.dataset != "synthetic":
         _check_files(ds)
     if not len(ds[0]):
-        raise ValueError("the labeled set is empty")
+        raise UserError("the labeled set is empty")
     if cfg.mu > 0 and not len(ds[1]):
-        raise ValueError("the unlabeled pool is empty (labeled = 1.0?): use --mu 0 for labeled-only training")
+        raise UserError("the unlabeled pool is empty (labeled = 1.0?): use --mu 0 for labeled-only training")
     return Data(cfg, seed, *ds, num_classes=len(names), class_names=list(names), split_source=source,
                 bad=BadSamples(len(ds[0]) + len(ds[1]), cfg.max_bad_fraction))
 
@@ -1622,12 +1636,21 @@ class _StepSampler:
         return self._end() - self.start
 
 
+def resolve_workers(workers: int) -> int:
+    """Loader workers per process: `workers` if >= 0, else (auto) this process's share of the CPUs it may use (the
+    local processes of torchrun split them) minus one core for the training process itself, between 1 and 8."""
+    if workers >= 0:
+        return workers
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(8, cpus // int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1))
+
+
 def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> torch.utils.data.DataLoader:
-    c = data.cfg
+    c, workers = data.cfg, resolve_workers(data.cfg.workers)
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=c.workers,
-        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and c.workers > 0,
-        prefetch_factor=c.prefetch if c.workers > 0 else None,
+        dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=workers,
+        pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
+        prefetch_factor=c.prefetch if workers > 0 else None,
         # Its own generator: a new iterator otherwise draws its base seed from the global RNG, which would shift the
         # model's dropout stream between an uninterrupted run and a resumed one.
         generator=torch.Generator().manual_seed(data.seed))
@@ -2143,6 +2166,12 @@ def train(cfg: Config) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(run_dir, rank)
     seed_everything(t_cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
+    labeled_batch, accum = batch_layout(t_cfg.global_batch, cfg.data.labeled_batch, world)
+    if labeled_batch != cfg.data.labeled_batch:
+        log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
+                 "fit), %d micro-batch(es) per step", t_cfg.global_batch, world, labeled_batch, cfg.data.labeled_batch,
+                 accum)
+        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
 
     data = build_data(cfg.data, t_cfg.seed)
     model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
@@ -2158,18 +2187,18 @@ def train(cfg: Config) -> dict:
     gen = torch.Generator(device).manual_seed(t_cfg.seed * 1000 + rank)  # TokenMix and channel dropout draws
 
     micro_per_epoch = steps_per_epoch(data, world)
-    accum = micro_steps_per_update(cfg, world)
     steps_per_ep = micro_per_epoch // accum
     if micro_per_epoch == 0:
-        raise ValueError(f"an epoch has no step: {len(data.unlabeled)} unlabeled clips over {world} process(es) are "
+        raise UserError(f"an epoch has no step: {len(data.unlabeled)} unlabeled clips over {world} process(es) are "
                          f"fewer than mu x labeled_batch = {cfg.data.mu} x {cfg.data.labeled_batch} per step; lower "
                          "--mu or --labeled-batch")
     if steps_per_ep == 0:
-        raise ValueError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
+        raise UserError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
                          f"only {micro_per_epoch}: lower --global-batch or raise --labeled-batch")
     layout = {"world": world, "accum": accum, "steps_per_epoch": steps_per_ep}
     state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "nonfinite": 0, "nonfinite_total": 0,
              "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0, "layout": layout}
+    save = functools.partial(checkpoint, run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, data.class_names)
     if t_cfg.resume:
         state = load_checkpoint(run_dir / "last.pt", model, teacher, optimizer, scaler, gen, rank, layout)
         log.info("resumed %s at epoch %d, step %d", run_dir, state["epoch"], state["step"])
@@ -2183,17 +2212,18 @@ def train(cfg: Config) -> dict:
     student = model
     if world > 1:
         student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
-    if t_cfg.compile:
+    use_compile = t_cfg.compile == "on" or (t_cfg.compile == "auto" and device.type == "cuda")
+    if use_compile:
         student, teacher_fwd = torch.compile(student), torch.compile(teacher)
     else:
         teacher_fwd = teacher
     log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
              "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
              len(data.unlabeled), len(data.test), data.split_source, steps_per_ep, accum, device, amp,
-             t_cfg.compile, world)
+             use_compile, world)
 
     meter: dict[str, float] = state.pop("meter", {})
-    warm = not t_cfg.compile
+    warm = not use_compile
     t_start = time.perf_counter() - state["wall_time_s"]
     for epoch in range(state["epoch"], t_cfg.epochs):
         student.train()
@@ -2240,7 +2270,7 @@ def train(cfg: Config) -> dict:
                 t_log = time.perf_counter()
             if t_cfg.ckpt_every and step % t_cfg.ckpt_every == 0:
                 t0 = time.perf_counter()
-                checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start)
+                save(state, meter, t_start)
                 t_log += time.perf_counter() - t0  # the interval's clips/s excludes the checkpoint write
         bar.close()
         state["epoch"], state["micro"] = epoch + 1, 0
@@ -2254,9 +2284,9 @@ def train(cfg: Config) -> dict:
                 append_metrics(run_dir / "metrics.jsonl", row)
             if max(row["top1"], row["teacher_top1"]) > state["best_top1"]:
                 state["best_top1"] = max(row["top1"], row["teacher_top1"])
-                checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start,
-                           best=True)
-        checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start)
+                state["best_epoch"] = epoch + 1
+                save(state, meter, t_start, best=True)
+        save(state, meter, t_start)
         t_log = time.perf_counter()
 
     # --- final multi-view evaluation of the student and the EMA teacher --------------------------------------------
@@ -2277,19 +2307,24 @@ def train(cfg: Config) -> dict:
                "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
                "config": config_to_dict(cfg)}
     if s["top1"] >= state["best_top1"] or te["top1"] >= state["best_top1"] or not (run_dir / "best.pt").exists():
-        checkpoint(run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, state, meter, t_start, best=True)
+        state["best_epoch"] = t_cfg.epochs
+        save(state, meter, t_start, best=True)
     if rank == 0:
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
         print_summary_table(summary)
     return summary
 
 
-def micro_steps_per_update(cfg: Config, world: int) -> int:
-    per = cfg.data.labeled_batch * world
-    if cfg.train.global_batch % per:
-        raise ValueError(f"global_batch={cfg.train.global_batch} is not a multiple of labeled_batch x processes "
-                         f"= {cfg.data.labeled_batch} x {world}")
-    return cfg.train.global_batch // per
+def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
+    """(labeled clips per micro-batch per process, micro-batches per optimizer step) that make `global_batch`, the
+    batch the lr is defined for, over `world` processes: labeled_batch when it divides each process's share, else the
+    largest micro-batch below it that does (so a preset runs under torchrun as is)."""
+    if global_batch % world:
+        raise UserError(f"global_batch={global_batch} labeled clips cannot be split evenly over {world} processes: "
+                        f"use a --global-batch that is a multiple of {world}")
+    share = global_batch // world
+    micro = max(b for b in range(1, min(labeled_batch, share) + 1) if share % b == 0)
+    return micro, share // micro
 
 
 def resolve_amp(amp: str, device: torch.device) -> str:
@@ -2298,7 +2333,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
             return "none"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if amp == "fp16" and device.type == "cpu":
-        raise ValueError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
+        raise UserError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
     return amp
 
 
@@ -2368,7 +2403,7 @@ def restore_rng(s: dict) -> None:
 
 
 def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, cfg: Config,
-               state: dict, meter: dict, t_start: float, best: bool = False) -> None:
+               class_names: list[str], state: dict, meter: dict, t_start: float, best: bool = False) -> None:
     """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, rng of every rank, state, config}.
     Keys are the plain module's (never the compiled or DDP wrapper's), so any loader can read them. Every rank must
     call it: the ranks' RNG states are gathered, so that a resumed DDP run continues every rank's own streams."""
@@ -2378,7 +2413,13 @@ def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, o
         torch.distributed.all_gather_object(rngs, {"generator": gen.get_state().cpu(), "global": rng_state()})
     if rank != 0:
         return
-    ckpt = {"format": "fullsvformer", "model": _unwrap(model).state_dict(), "ema": teacher.state_dict(),
+    # best.pt is chosen on the TEST set (there is no validation split in the protocol): record that in the file, so
+    # that a number read off it is never mistaken for a result. Report the final model (last.pt, summary.json).
+    selection = (f"best.pt: the highest 1-view top-1 of student or teacher on the TEST set over the per-epoch evals "
+                 f"(epoch {state.get('best_epoch')}); test-selected, do not report its accuracy" if best else
+                 f"last.pt: the model at step {state['step']} (the final model once the run has ended)")
+    ckpt = {"format": "fullsvformer", "selection": selection, "model": _unwrap(model).state_dict(),
+            "ema": teacher.state_dict(), "class_names": class_names,
             "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
             "state": {**state, "wall_time_s": time.perf_counter() - t_start},
             "meter": {k: float(v) for k, v in meter.items()}, "config": config_to_dict(cfg),
@@ -2395,13 +2436,11 @@ def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer,
     `layout` (processes, micro-batches per step, steps per epoch) must match the checkpoint's, or the step counter
     would mean other data."""
     if not path.is_file():
-        raise FileNotFoundError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if ckpt.get("format") != "fullsvformer":
-        raise CheckpointError(f"{path} is not a fullsvformer training checkpoint")
+        raise UserError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
+    ckpt = read_run_checkpoint(path)
     saved = ckpt["state"].get("layout", {})
     if saved != layout:
-        raise ValueError(f"cannot resume {path} exactly: it was written with {saved}, this run has {layout} "
+        raise UserError(f"cannot resume {path} exactly: it was written with {saved}, this run has {layout} "
                          "(keep the number of processes, --global-batch, --labeled-batch and --mu)")
     try:
         model.load_state_dict(ckpt["model"])
@@ -2433,25 +2472,23 @@ PRESETS: dict[str, dict[str, dict]] = {
                   "train": dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05, global_batch=8,
                                 schedule="cosine", warmup_epochs=0.3, ema_momentum=0.97, log_every=10,
                                 grad_clip=1.0)},
-    # The paper's runs (GPU): bf16 autocast (amp auto) and torch.compile; --no-compile to debug.
-    "ucf101": {"data": dict(labeled=0.01), "train": dict(compile=True)},
-    "hmdb51": {"data": dict(labeled=0.4), "train": dict(compile=True)},
-    "lists": {"train": dict(compile=True)},
+    # The paper's runs: on CUDA bf16 autocast (amp auto) and torch.compile (compile auto; --no-compile to debug).
+    "ucf101": {"data": dict(labeled=0.01)},
+    "hmdb51": {"data": dict(labeled=0.4)},
 }
-SUBCOMMANDS = ("eval", "make-splits", "make-synthetic")
-
-
 def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
     """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
     p = argparse.ArgumentParser(
         prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
         description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-"
-                    "logit KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, make-splits, "
+                    "logit KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, predict, make-splits, "
                     "make-synthetic (each has --help). Defaults shown are the dataclass defaults; --dataset "
-                    "synthetic (the default) applies the CPU demo preset on top, see PRESETS.")
+                    "synthetic (the default) applies the CPU demo preset on top, see PRESETS. --debug (or "
+                    "FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
     if with_checkpoint:
-        p.add_argument("--checkpoint", required=True, help="a fullsvformer checkpoint (RUN/best.pt or last.pt)")
+        p.add_argument("--checkpoint", required=True, help="a run's checkpoint: RUN/last.pt (the final model; best.pt is "
+                                                                "selected on the test set)")
     defaults = Config()
     for section in SECTIONS:
         group = p.add_argument_group(section)
@@ -2461,6 +2498,10 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
                       help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"))
             if isinstance(default, bool):
                 kw["action"] = argparse.BooleanOptionalAction
+            elif f.metadata.get("choices") == ("auto", "on", "off"):  # --x forces on, --no-x off, absent: auto
+                group.add_argument("--no-" + f.name.replace("_", "-"), dest=kw["dest"], action="store_const",
+                                   const="off", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+                kw.update(nargs="?", const="on", choices=f.metadata["choices"])
             elif isinstance(default, list):
                 kw.update(nargs=len(default), type=type(default[0]), metavar="X")
             else:
@@ -2497,28 +2538,23 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher.
     The run's own config is the base (pass --data-root etc. to point at the data on this machine)."""
     args = build_parser(True).parse_args(argv)
+    setup_logging(None)
     ckpt_path = Path(args.checkpoint)
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"checkpoint {ckpt_path} does not exist")
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "fullsvformer":
-        raise CheckpointError(f"{ckpt_path} is not a fullsvformer checkpoint (use it as --pretrained to fine-tune)")
+    ckpt = read_run_checkpoint(ckpt_path)
+    if "TEST set" in ckpt.get("selection", ""):
+        log.warning("%s: %s", ckpt_path, ckpt["selection"])
     base = config_from_dict(ckpt["config"])
     if args.config:
         base = config_from_dict(read_config_file(args.config), base)
     cfg = config_from_dict(flag_overrides(args), base)
-    setup_logging(None)
     device = pick_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)
     data = build_data(cfg.data, cfg.train.seed)
     if ckpt["num_classes"] != data.num_classes:
-        raise ValueError(f"{ckpt_path} was trained for {ckpt['num_classes']} classes, but --dataset "
+        raise UserError(f"{ckpt_path} was trained for {ckpt['num_classes']} classes, but --dataset "
                          f"{cfg.data.dataset} has {data.num_classes}")
-    models = {}
-    for name, which in (("student", "student"), ("teacher", "teacher")):
-        m = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-        load_pretrained(m, f"{ckpt_path}:{which}")
-        models[name] = m.to(device)
+    models = {name: model_from_checkpoint(ckpt, cfg, key).to(device) for name, key in (("student", "model"),
+                                                                                         ("teacher", "ema"))}
     res = evaluate(models, data, device, amp, full=True)
     s, t = res["student"], res["teacher"]
     out = {"checkpoint": str(ckpt_path), "dataset": cfg.data.dataset, "labeled": cfg.data.labeled,
@@ -2530,11 +2566,66 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     return out
 
 
+def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSformer:
+    """The student ('model') or EMA teacher ('ema') of a run checkpoint, built from `cfg` (normally its own)."""
+    m = build_model(cfg.model, ckpt["num_classes"], cfg.data.num_frames, cfg.data.img_size)
+    try:
+        m.load_state_dict(ckpt[key])
+    except RuntimeError as e:  # a config that does not match the weights, e.g. another --embed-dim
+        raise CheckpointError(f"the checkpoint's {key!r} weights do not fit the model of this config: "
+                              f"{str(e).splitlines()[0]}") from None
+    return m
+
+
+def predict_main(argv: list[str]) -> dict:
+    """`fullsvformer.py predict --checkpoint RUN/last.pt [--teacher] [--topk 5] [--json] VIDEO [VIDEO ...]`: classify
+    video files with a trained run. Frames, size, normalisation and the multi-view test sampling (test_clips x
+    test_crops, logits averaged) come from the checkpoint's config, class names from the checkpoint. A video that
+    cannot be read is reported on stderr and skipped; the exit status is then 1."""
+    p = argparse.ArgumentParser(prog="fullsvformer.py predict", description=predict_main.__doc__)
+    p.add_argument("--checkpoint", required=True, help="a run's last.pt (or best.pt)")
+    p.add_argument("--teacher", action="store_true", help="use the EMA teacher instead of the student")
+    p.add_argument("--topk", type=int, default=5, help="classes to show per video (default: 5)")
+    p.add_argument("--json", action="store_true", help='one JSON object per video on stdout: {"video", "topk": '
+                                                       '[{"label", "name", "prob"}, ...]}')
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
+    p.add_argument("videos", nargs="+", metavar="VIDEO")
+    a = p.parse_args(argv)
+    if a.topk < 1:
+        p.error("--topk must be at least 1")
+    ckpt = read_run_checkpoint(a.checkpoint)
+    cfg = config_from_dict(ckpt["config"])
+    names = ckpt.get("class_names") or [str(y) for y in range(ckpt["num_classes"])]  # older checkpoints: numbers
+    device = pick_device(a.device)
+    amp = resolve_amp(cfg.train.amp, device)
+    model = model_from_checkpoint(ckpt, cfg, "ema" if a.teacher else "model").to(device).eval()
+    videos = VideoClips("", [(v, -1) for v in a.videos], cfg.data, "predict")
+    failed = 0
+    for i, path in enumerate(a.videos):
+        try:
+            views = videos.test_item(i)["views"]  # (V, T, C, S, S) uint8
+        except BadVideo as e:
+            print(f"fullsvformer: cannot read {e}", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.inference_mode(), autocast_context(device, amp):
+            logits = model(normalize_clips(views.to(device), cfg.data.mean, cfg.data.std)).float().mean(dim=0)
+        prob, label = logits.softmax(dim=-1).topk(min(a.topk, len(names)))
+        top = [{"label": int(y), "name": names[y], "prob": float(q)} for q, y in zip(prob.tolist(), label.tolist())]
+        if a.json:
+            print(json.dumps({"video": path, "topk": top}), flush=True)
+        else:
+            print(f"{path}\n" + "".join(f"  {r['prob']:7.2%}  {r['label']:>4}  {r['name']}\n" for r in top), flush=True)
+    return {"predicted": len(a.videos) - failed, "failed": failed}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Entry point: train (default), or one of the subcommands. Returns the run's metrics."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "eval":
         return evaluate_checkpoint(argv[1:])
+    if argv and argv[0] == "predict":
+        return predict_main(argv[1:])
     if argv and argv[0] == "make-splits":
         return make_splits_main(argv[1:]) or {}
     if argv and argv[0] == "make-synthetic":
@@ -2543,9 +2634,10 @@ def main(argv: list[str] | None = None) -> dict:
     if cfg.train.resume:  # the run's own config, with any flags given now on top (e.g. --epochs to extend it)
         stored = Path(cfg.train.resume) / "config.yaml"
         if not stored.is_file():
-            raise FileNotFoundError(f"cannot resume: {stored} does not exist")
+            raise UserError(f"cannot resume: {stored} does not exist (expected a run directory written by a training "
+                            "run, holding config.yaml and last.pt)")
         if args.config or cfg.train.out:
-            raise ValueError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
+            raise UserError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
         cfg = config_from_dict(flag_overrides(args), load_config(stored))
     try:
         summary = train(cfg)
@@ -2562,5 +2654,20 @@ def main(argv: list[str] | None = None) -> dict:
             torch.distributed.destroy_process_group()
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The command line: main(), with a user's mistake (UserError, a missing file) printed as one line instead of a
+    traceback, exit status 2. `--debug` anywhere, or FULLSVFORMER_DEBUG=1, shows the traceback; crashes keep it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or os.environ.get("FULLSVFORMER_DEBUG", "") not in ("", "0")
+    try:
+        result = main([a for a in argv if a != "--debug"])
+    except (UserError, FileNotFoundError) as e:
+        if debug:
+            raise
+        print(f"fullsvformer: error: {e}", file=sys.stderr)
+        return 2
+    return 1 if result.get("failed") else 0  # predict: some videos could not be read
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())

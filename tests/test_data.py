@@ -400,7 +400,7 @@ def test_bad_videos_are_skipped_counted_replaced_then_abort(ucf_videos, tmp_path
     again = [u for _, u in fs.train_batches(fs.build_data(c, 0), 0)]
     assert all(torch.equal(a["index"], b["index"]) for a, b in zip(got, again))  # deterministic replacements
     strict = fs.build_data(dict_replace(c, max_bad_fraction=0.01), 0)
-    with pytest.raises(RuntimeError, match="failed to decode"):
+    with pytest.raises(fs.UserError, match="failed to decode"):
         list(fs.train_batches(strict, 0))
 
 

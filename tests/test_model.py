@@ -3,6 +3,7 @@
 References: timm's VisionTransformer (T=1 must equal it) and HF transformers' TimesformerForVideoClassification
 (same weights must give the same logits).
 """
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -203,33 +204,49 @@ def test_own_checkpoint_student_and_teacher():
     assert_same_weights(teacher, m)
 
 
-def test_timm_cache_lookup(tmp_path, monkeypatch):
-    # A fake Hugging Face hub cache in the layout huggingface_hub writes: refs/main names the snapshot.
-    name = "vit_base_patch16_224.orig_in21k_ft_in1k"
-    repo = tmp_path / "hub" / "models--timm--vit_base_patch16_224.orig_in21k_ft_in1k"
+TIMM_TINY = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"  # a real timm tag small enough for a test (D 192, 12 blocks)
+
+
+def fake_hf_cache(root: Path, name: str) -> dict:
+    """A Hugging Face hub cache in the layout huggingface_hub writes (refs/main names the snapshot), holding random
+    weights of timm's `name` architecture as model.safetensors. Returns those weights."""
+    import timm
+    from safetensors.torch import save_file
+    repo = root / f"models--timm--{name}"
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text("abc123")
-    snap = repo / "snapshots" / "abc123"
-    snap.mkdir(parents=True)
-    vit = timm_vit()
-    from safetensors.torch import save_file
-    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(snap / "model.safetensors"))
-    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
-    import huggingface_hub.file_download as fd
-    if hasattr(fd, "HF_HUB_CACHE"):
-        monkeypatch.setattr(fd, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    assert fs.resolve_timm_cache(name, cache_dir=str(tmp_path / "hub")) == snap / "model.safetensors"
-    with pytest.raises(fs.CheckpointError, match=r"not in the local caches.*huggingface.co/timm/"
-                                                  r"vit_base_patch16_224.augreg2_in21k_ft_in1k.*--pretrained"):
-        fs.resolve_timm_cache("vit_base_patch16_224.augreg2_in21k_ft_in1k", cache_dir=str(tmp_path / "hub"))
+    (repo / "snapshots" / "abc123").mkdir(parents=True)
+    sd = {k: v.contiguous() for k, v in timm.create_model(name, pretrained=False).state_dict().items()}
+    save_file(sd, str(repo / "snapshots" / "abc123" / "model.safetensors"))
+    return sd
 
 
-def test_timm_source_string_uses_the_cache(tmp_path, monkeypatch):
-    vit = timm_vit()
-    path = save(vit.state_dict(), "cached.safetensors")
-    monkeypatch.setattr(fs, "resolve_timm_cache", lambda name, cache_dir=None: path)
-    m = small_model(T=1)
-    assert fs.load_pretrained(m, "timm:whatever").format == "vit"
+def test_timm_name_loads_offline_from_the_cache(tmp_path):
+    """timm:<name> goes through timm's own machinery (reference: the weights written into the fake cache); offline
+    (HF_HUB_OFFLINE=1) a tag that is not cached is a clear error naming the file to download."""
+    sd = fake_hf_cache(tmp_path / "hub", TIMM_TINY)
+    torch.save(sd, tmp_path / "expected.pt")
+    code = f"""
+import torch, fullsvformer as fs
+m = fs.TimeSformer(num_classes=7, num_frames=2, img_size=224, embed_dim=192, depth=12, num_heads=3)
+assert fs.load_pretrained(m, "timm:{TIMM_TINY}").format == "vit"
+ref = torch.load({str(tmp_path / "expected.pt")!r})
+assert torch.equal(m.blocks[11].attn.qkv.weight, ref["blocks.11.attn.qkv.weight"])
+assert torch.equal(m.blocks[3].temporal_attn.proj.bias, ref["blocks.3.attn.proj.bias"])
+assert torch.equal(m.pos_embed, ref["pos_embed"])
+try:
+    fs.load_pretrained(m, "timm:vit_small_patch16_224.augreg_in21k_ft_in1k")
+except fs.CheckpointError as e:
+    print("ERROR", e)
+"""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(fs.__file__).parent, capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "timm:vit_small_patch16_224.augreg_in21k_ft_in1k is neither in the local caches" in out.stdout
+    assert "huggingface.co/timm/vit_small_patch16_224.augreg_in21k_ft_in1k/resolve/main/model.safetensors" in out.stdout
+    with pytest.raises(fs.CheckpointError, match="knows no pretrained model"):
+        fs.load_pretrained(small_model(), "timm:no_such_model_anywhere")
 
 
 # ---- adaptations --------------------------------------------------------------------------------------------------------

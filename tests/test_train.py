@@ -181,8 +181,17 @@ def test_bad_config_values_name_the_key(tmp_path):
             fs.parse_config(["--config", str(f)])
     with pytest.raises(SystemExit):
         fs.parse_config(["--arch", "huge"])
-    with pytest.raises(ValueError, match="not a multiple"):
-        fs.micro_steps_per_update(fs.config_from_dict({"train": {"global_batch": 5}, "data": {"labeled_batch": 2}}), 1)
+
+
+def test_batch_layout_keeps_the_global_batch():
+    assert fs.batch_layout(64, 1, 8) == (1, 8)  # SVFormer: 1 clip per GPU, 8 GPUs, accumulated to 64
+    assert fs.batch_layout(8, 8, 1) == (8, 1)  # the demo on one process
+    assert fs.batch_layout(8, 8, 2) == (4, 1)  # ... under torchrun: the micro-batch shrinks, the global batch stays
+    assert fs.batch_layout(8, 8, 4) == (2, 1)
+    assert fs.batch_layout(12, 8, 2) == (6, 1) and fs.batch_layout(10, 4, 1) == (2, 5)
+    for g, b, w in ((8, 8, 3), (5, 2, 2)):  # no layout of whole clips exists
+        with pytest.raises(fs.UserError, match=f"global_batch={g} .* over {w} processes"):
+            fs.batch_layout(g, b, w)
 
 
 def test_lr_schedule():

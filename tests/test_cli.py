@@ -1,0 +1,157 @@
+"""The command line as a user meets it: mistakes read as one message (exit 2, no traceback), `predict` on video files,
+torchrun on the demo as is."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import fullsvformer as fs
+from test_train import TINY
+
+ROOT = Path(fs.__file__).parent
+
+
+def cli(*args, timeout=300, env=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny trained run (3 synthetic classes) and a UCF-style folder of AVIs written by make-synthetic."""
+    tmp = tmp_path_factory.mktemp("cli")
+    torch.set_num_threads(1)
+    fs.main(TINY + ["--out", str(tmp / "run")])
+    fs.main(["make-synthetic", "--out", str(tmp / "videos"), "--layout", "ucf101", "--classes", "3",
+             "--clips-per-class", "2", "--size", "32", "--length", "20"])
+    return tmp
+
+
+# ---- a user's mistake is a message, not a crash ----------------------------------------------------------------------
+
+def bad_inputs(tmp: Path) -> list[tuple[str, list, str]]:
+    """(what, argv, a fragment the message must contain: the file or key at fault)."""
+    (tmp / "ucf").mkdir(exist_ok=True)  # a data root without ucfTrainTestlist/
+    (tmp / "notes.pt").write_text("not a checkpoint")
+    (tmp / "bad_value.yaml").write_text("train:\n  lr: fast\n")
+    (tmp / "broken.yaml").write_text("train: [lr: 1\n")
+    return [("data root without lists", ["--dataset", "ucf101", "--data-root", tmp / "ucf"], "ucfTrainTestlist"),
+            ("not a checkpoint as --pretrained", [*TINY, "--pretrained", tmp / "notes.pt", "--out", tmp / "r1"],
+             "notes.pt is not a PyTorch checkpoint"),
+            ("bad config value", ["--config", tmp / "bad_value.yaml"], "train.lr='fast' is not a number"),
+            ("broken YAML", ["--config", tmp / "broken.yaml"], "broken.yaml is not valid YAML"),
+            ("negative lr", ["--lr", "-1"], "train.lr=-1.0 must be > 0"),
+            ("labeled fraction above 1", ["--labeled", "2.0"], "labeled: 2.0 is not a fraction"),
+            ("resume of a missing run", ["--resume", tmp / "no_such_run"], "no_such_run/config.yaml does not exist"),
+            ("eval of a non-checkpoint", ["eval", "--checkpoint", tmp / "notes.pt"], "notes.pt is not a PyTorch"),
+            ("zero frames", ["--num-frames", "0"], "num_frames: must be at least 1")]
+
+
+@pytest.mark.parametrize("case", range(9))
+def test_user_mistakes_give_one_message_and_exit_2(tmp_path, case):
+    what, argv, fragment = bad_inputs(tmp_path)[case]
+    out = cli(*argv)
+    assert out.returncode == 2, (what, out.returncode, out.stderr[-2000:])
+    assert "Traceback" not in out.stderr, what
+    first = [line for line in out.stderr.splitlines() if line.startswith("fullsvformer: error: ")]
+    assert len(first) == 1 and fragment in out.stderr, (what, out.stderr[-2000:])
+    assert not (tmp_path / "r1" / "last.pt").exists()
+
+
+def test_debug_shows_the_traceback_and_a_crash_keeps_it(tmp_path):
+    out = cli("--lr", "-1", "--debug")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "UserError: train.lr=-1.0" in out.stderr
+    assert cli("--lr", "-1", env={"FULLSVFORMER_DEBUG": "1"}).stderr.count("Traceback") == 1
+    # A bug is not a user error: a TypeError keeps its traceback without --debug.
+    code = "import fullsvformer as fs, sys; fs.main = lambda argv: 1 + None; sys.exit(fs.cli([]))"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert p.returncode == 1 and "Traceback" in p.stderr and "TypeError" in p.stderr
+
+
+def test_run_checkpoint_readers_agree_on_a_non_checkpoint(tmp_path):
+    (tmp_path / "x.pt").write_text("not a checkpoint")
+    for read in (fs.read_run_checkpoint, lambda p: fs.load_pretrained(fs.TimeSformer(3, 4, 16, 8, 32, 1, 2), p)):
+        with pytest.raises(fs.CheckpointError, match="x.pt is not a PyTorch checkpoint"):
+            read(tmp_path / "x.pt")
+    weights = tmp_path / "vit.pt"
+    torch.save({"blocks.0.norm1.weight": torch.ones(2)}, weights)
+    with pytest.raises(fs.CheckpointError, match="vit.pt is not a fullsvformer training checkpoint"):
+        fs.read_run_checkpoint(weights)
+
+
+# ---- best.pt and last.pt say what they are ---------------------------------------------------------------------------
+
+def test_checkpoints_record_how_they_were_selected(run_dir):
+    best = torch.load(run_dir / "run" / "best.pt", weights_only=True)
+    last = torch.load(run_dir / "run" / "last.pt", weights_only=True)
+    assert "TEST set" in best["selection"] and "do not report" in best["selection"]
+    assert last["selection"].startswith("last.pt: the model at step 12")
+    assert best["class_names"] == last["class_names"] == ["stay_still", "vertical", "horizontal"]
+
+
+# ---- predict ---------------------------------------------------------------------------------------------------------
+
+def test_predict_json_matches_the_models_multiview_average(run_dir):
+    videos = sorted((run_dir / "videos" / "UCF-101").glob("*/*.avi"))
+    broken = run_dir / "broken.avi"
+    broken.write_bytes(b"\x00" * 100)
+    args = ["predict", "--checkpoint", run_dir / "run" / "last.pt", "--json", "--topk", "2", "--device", "cpu"]
+    out = cli(*args, videos[0], broken, run_dir / "missing.avi", *videos[1:])
+    assert out.returncode == 1  # two videos could not be read
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["video"] for r in rows] == [str(v) for v in videos]  # every readable one, in order, one line each
+    errors = out.stderr.strip().splitlines()
+    assert len(errors) == 2 and "broken.avi" in errors[0] and "missing.avi" in errors[1]
+    assert "Traceback" not in out.stderr
+
+    # Reference: the student's logits on the test views (test_clips x test_crops from the run's config), averaged,
+    # then softmax; computed here with the model and the dataset code directly.
+    ckpt = torch.load(run_dir / "run" / "last.pt", weights_only=True)
+    cfg = fs.config_from_dict(ckpt["config"])
+    names = ckpt["class_names"]
+    for teacher in (False, True):
+        if teacher:
+            rows = [json.loads(line) for line in cli(*args, "--teacher", *videos).stdout.splitlines()]
+        model = fs.model_from_checkpoint(ckpt, cfg, "ema" if teacher else "model").eval()
+        clips = fs.VideoClips("", [(str(v), -1) for v in videos], cfg.data, "ref")
+        for i, r in enumerate(rows):
+            views = clips.test_item(i)["views"]
+            assert views.shape[0] == cfg.data.test_clips * cfg.data.test_crops
+            with torch.no_grad():
+                p = model(fs.normalize_clips(views, cfg.data.mean, cfg.data.std)).mean(0).softmax(-1)
+            top = p.topk(2)
+            assert [x["label"] for x in r["topk"]] == top.indices.tolist()
+            assert [x["name"] for x in r["topk"]] == [names[y] for y in top.indices.tolist()]
+            assert [x["prob"] for x in r["topk"]] == pytest.approx(top.values.tolist(), abs=1e-5)
+            assert r["topk"][0]["prob"] >= r["topk"][1]["prob"]
+
+
+def test_predict_table_without_json(run_dir):
+    video = sorted((run_dir / "videos" / "UCF-101").glob("*/*.avi"))[0]
+    out = cli("predict", "--checkpoint", run_dir / "run" / "last.pt", "--device", "cpu", video)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[0] == str(video) and len(lines) == 1 + 3  # the video, then its 3 classes (topk 5 > 3 classes)
+    assert {line.split()[-1] for line in lines[1:]} == {"stay_still", "vertical", "horizontal"}
+
+
+# ---- torchrun on the demo, as the README shows it --------------------------------------------------------------------
+
+@pytest.mark.parametrize("procs", [2, 4])
+def test_torchrun_runs_the_demo_as_is(tmp_path, procs):
+    """`torchrun --nproc_per_node N fullsvformer.py --epochs 1`: the demo preset's global batch (8) is kept; the
+    per-process micro-batch is derived (8 / N) and logged."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+           str(ROOT / "fullsvformer.py"), "--epochs", "1", "--out", str(out)]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 1
+    assert f"{8 // procs} labeled clips per micro-batch" in (out / "log.txt").read_text()
+    assert fs.load_config(out / "config.yaml").train.global_batch == 8
