@@ -16,7 +16,8 @@ is what the supervised run's own EMA teacher also reaches (69.7). Not measured y
 
     python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
-    python fullsvformer.py eval --checkpoint runs/RUN/best.pt --dataset ucf101 --data-root DIR  # evaluate a run
+    python fullsvformer.py eval --checkpoint runs/RUN/last.pt --data-root DIR   # evaluate a run's final model
+    python fullsvformer.py predict --checkpoint runs/RUN/last.pt VIDEO ...      # classify video files
 """
 from __future__ import annotations
 

@@ -92,6 +92,9 @@ def test_checkpoints_record_how_they_were_selected(run_dir):
     assert "TEST set" in best["selection"] and "do not report" in best["selection"]
     assert last["selection"].startswith("last.pt: the model at step 12")
     assert best["class_names"] == last["class_names"] == ["stay_still", "vertical", "horizontal"]
+    out = cli("eval", "--checkpoint", run_dir / "run" / "best.pt", "--device", "cpu")
+    assert out.returncode == 0 and "best.pt: best.pt: the highest 1-view top-1" in out.stdout
+    assert "TEST set" not in cli("eval", "--checkpoint", run_dir / "run" / "last.pt", "--device", "cpu").stdout
 
 
 # ---- predict ---------------------------------------------------------------------------------------------------------

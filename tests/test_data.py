@@ -325,6 +325,24 @@ def test_hmdb_layout_end_to_end(tmp_path):
     assert next(fs.train_batches(data, 0))[1]["strong"].shape == (2, 4, 3, 32, 32)
 
 
+def test_lists_class_names_are_the_folder_only_when_every_clip_agrees(tmp_path):
+    """--dataset lists: a class is named after its videos' folder when they all share it (SVFormer's lists), and by
+    its number when they do not, so a name shown by `predict` is never a guess."""
+    fs.make_synthetic_main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "3", "--clips-per-class", "2",
+                            "--size", "32", "--length", "16"])
+    rows = {"train.csv": ["stay_still/stay_still_clip_0.avi 0", "vertical/vertical_clip_0.avi 1",
+                          "horizontal/horizontal_clip_0.avi 2"],
+            "val.csv": ["stay_still/stay_still_clip_1.avi 0", "vertical/vertical_clip_1.avi 1",
+                        "stay_still/horizontal_clip_1.avi 2"]}  # label 2 in two folders
+    (tmp_path / "stay_still" / "horizontal_clip_1.avi").write_bytes((tmp_path / "horizontal" /
+                                                                    "horizontal_clip_1.avi").read_bytes())
+    for name, lines in rows.items():
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+    data = fs.build_data(cfg(dataset="lists", data_root=str(tmp_path), train_list=str(tmp_path / "train.csv"),
+                             val_list=str(tmp_path / "val.csv"), mu=0), 0)
+    assert data.class_names == ["stay_still", "vertical", "2"]
+
+
 def dict_replace(c, **kw):
     import dataclasses
     return dataclasses.replace(c, **kw)

@@ -183,6 +183,24 @@ def test_bad_config_values_name_the_key(tmp_path):
         fs.parse_config(["--arch", "huge"])
 
 
+def test_compile_and_workers_default_to_what_the_machine_has(tmp_path, monkeypatch):
+    assert fs.parse_config(["--dataset", "ucf101"])[0].train.compile == "auto"  # on CUDA only (see train())
+    assert fs.parse_config(["--compile"])[0].train.compile == "on"
+    assert fs.parse_config(["--no-compile"])[0].train.compile == "off"
+    f = tmp_path / "c.yaml"
+    for text, want in (("true", "on"), ("off", "off"), ("auto", "auto")):  # YAML reads on/off/true as booleans
+        f.write_text(f"train:\n  compile: {text}\n")
+        assert fs.parse_config(["--config", str(f)])[0].train.compile == want
+    monkeypatch.setattr(fs.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert fs.resolve_workers(-1) == 8 and fs.resolve_workers(3) == 3  # capped at 8; an explicit count is kept
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert fs.resolve_workers(-1) == 3  # 16 CPUs / 4 local processes, one core left to training
+    monkeypatch.setattr(fs.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert fs.resolve_workers(-1) == 1  # a 2-core machine: no more workers than cores
+
+
 def test_batch_layout_keeps_the_global_batch():
     assert fs.batch_layout(64, 1, 8) == (1, 8)  # SVFormer: 1 clip per GPU, 8 GPUs, accumulated to 64
     assert fs.batch_layout(8, 8, 1) == (8, 1)  # the demo on one process
@@ -337,3 +355,6 @@ def test_training_on_real_video_files_ucf101_layout(tmp_path):
                            "--out", str(tmp_path / "run")])
     assert res["num_classes"] == 3 and res["steps"] >= 1 and res["bad_videos"] == 0
     assert res["test_videos"] == len((root / "ucfTrainTestlist" / "testlist01.txt").read_text().split())
+    # The checkpoint carries classInd's names, so `predict` needs nothing but the checkpoint.
+    class_ind = [line.split()[1] for line in (root / "ucfTrainTestlist" / "classInd.txt").read_text().splitlines()]
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["class_names"] == class_ind
