@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -34,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -355,6 +356,36 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# Random streams. Every random draw of a run comes from one of these, seeded by stream_seed(name, *keys), so that no
+# stream shifts another: neither the worker count, nor the number of processes, nor a mid-epoch resume changes a draw.
+#   stream           keys                                      draws
+#   (torch global)   train.seed                                the model's init, the same on every rank
+#   labeled_order    seed, epoch, pass                         the order of one pass over the labeled set
+#   unlabeled_order  seed, epoch                               the order of the unlabeled pool in an epoch
+#   sample           seed, epoch, labeled/unlabeled, position  one clip's seed; its weak view draws from it directly:
+#     clip_start     sample seed                                 the clip's first frame
+#     strong         sample seed                                 temporal warping (RandAugment: the weak view's stream)
+#     replacement    sample seed, attempt                        the clip that stands in for an unreadable video
+#   device           seed, rank                                Tube TokenMix (lambda, mask, partners), channel dropout
+#   dropout          seed, rank, step                          dropout and drop-path (torch's global RNG, reseeded at
+#                                                              the start and on resume)
+#   loader           seed                                      the DataLoader's own base seed (unused by the draws)
+#   synth_clip       synth_seed, clip                          a synthetic clip's content
+#   synth_noise      synth_seed, clip, frame                   its per-frame noise
+# The labeled/unlabeled split is drawn apart, per class, by numpy's default_rng([split_seed, label]) (splits/ is
+# generated that way, see class_balanced_split).
+RNG_STREAMS = ("labeled_order", "unlabeled_order", "sample", "clip_start", "strong", "replacement", "device",
+               "dropout", "loader", "synth_clip", "synth_noise")
+
+
+def stream_seed(name: str, *keys: int) -> int:
+    """The 63-bit seed of random stream `name` at `keys` (see RNG_STREAMS); SeedSequence hashing, so nearby keys give
+    unrelated seeds."""
+    xs = [RNG_STREAMS.index(name) + 1, *keys]
+    return int(np.random.SeedSequence([int(x) & 0xFFFFFFFF for x in xs]).generate_state(2, np.uint32).astype(np.uint64)
+               .dot(np.array([1 << 31, 1], dtype=np.uint64)))
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -1182,9 +1213,15 @@ def normalize_clips(x: torch.Tensor, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225,
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """uint8 (..., T, C, H, W) -> normalised float (..., C, T, H, W), the model's input, on x's device.
     The result is a permuted view (not contiguous); the model's patch embedding copes with that."""
-    m = torch.as_tensor(mean, dtype=dtype, device=x.device).view(-1, 1, 1)  # (C, 1, 1) against (..., T, C, H, W)
-    s = torch.as_tensor(std, dtype=dtype, device=x.device).view(-1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), dtype, x.device)
     return ((x.to(dtype) / 255 - m) / s).movedim(-3, -4)  # (..., T, C, H, W) -> (..., C, T, H, W)
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_stats(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """mean and std as (C, 1, 1) tensors on the device, built once: a tensor made from Python numbers is a host-to-
+    device copy, which would stall the training step's queue at every call."""
+    return tuple(torch.tensor(v, dtype=dtype, device=device).view(-1, 1, 1) for v in (mean, std))
 
 
 def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -1252,7 +1289,7 @@ class ClipAugment:
             weak = self.weak(tv_tensors.Video(frames))  # (T, C, S, S)
             out = {"weak": weak.as_subclass(torch.Tensor)}
             if strong:
-                g = torch.Generator().manual_seed(seed + 1)
+                g = torch.Generator().manual_seed(stream_seed("strong", seed))
                 s, out["warp"] = temporal_warp(weak, g, self.warp_p, self.warp_keys)
                 s = tv_tensors.Video(s)
                 out["strong"] = (self.randaug(s) if self.randaug else s).as_subclass(torch.Tensor).contiguous()
@@ -1271,12 +1308,6 @@ def test_views(frames: torch.Tensor, clips: int, crops: int, size: int) -> torch
     v = torch.stack(views, 1)  # (clips·T, crops, C, S, S)
     v = v.view(clips, -1, crops, *v.shape[2:]).transpose(1, 2)  # (clips, crops, T, C, S, S)
     return v.reshape(clips * crops, *v.shape[2:])  # (V, T, C, S, S)
-
-
-def _mix(*xs: int) -> int:
-    """A 63-bit seed from integers (SeedSequence hashing: nearby inputs give unrelated seeds)."""
-    return int(np.random.SeedSequence([int(x) & 0xFFFFFFFF for x in xs]).generate_state(2, np.uint32).astype(np.uint64)
-               .dot(np.array([1 << 31, 1], dtype=np.uint64)))
 
 
 # --- datasets ---------------------------------------------------------------------------------------------------------
@@ -1307,8 +1338,9 @@ class VideoClips(torch.utils.data.Dataset):
         seed); the skipped paths travel with the item (key "bad") so the main process can count them."""
         c, bad = self.cfg, []
         for attempt in range(10):
-            j = i if attempt == 0 else int(np.random.default_rng([seed & 0xFFFFFFFF, attempt]).integers(len(self)))
-            g = torch.Generator().manual_seed(_mix(seed, 3))  # not `seed`: ClipAugment draws from that stream
+            j = i if attempt == 0 else int(torch.randint(len(self), (), generator=torch.Generator().manual_seed(
+                stream_seed("replacement", seed, attempt))))
+            g = torch.Generator().manual_seed(stream_seed("clip_start", seed))
             try:
                 frames, idx = self.read(j, lambda n: clip_indices(
                     n, c.num_frames, c.clip_stride, random_clip_start(n, c.num_frames, c.clip_stride, g)))
@@ -1363,7 +1395,7 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, le
     `length` frames per unit of velocity. `movers` dots share the clip's velocity (a random-dot kinematogram), so every
     region of the frame carries the motion; `side` is the dot side as a fraction of `size`.
     """
-    g = torch.Generator().manual_seed(_mix(seed, index))
+    g = torch.Generator().manual_seed(stream_seed("synth_clip", seed, index))
     _, vy, vx = SYNTH_MOTIONS[label]
     vy, vx = (v * (1 if float(torch.rand((), generator=g)) < 0.5 else -1) for v in (vy, vx))
     bg = torch.rand(3, 1, 1, generator=g) * 0.5 + 0.25
@@ -1389,7 +1421,7 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, le
     for d in range(movers, movers + distractors):
         shapes |= (((ys - pos[d, 0]) % size < s)[:, None] & ((xs - pos[d, 1]) % size < s)[None, :])
     video = torch.where(shapes[:, None], colour, img)  # (F, 3, size, size)
-    eps = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(_mix(seed, index, int(f))))
+    eps = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(stream_seed("synth_noise", seed, index, int(f))))
                        for f in frames])
     return ((video + noise * eps).clamp(0, 1) * 255).round().to(torch.uint8)
 
@@ -1472,7 +1504,8 @@ def make_synthetic_main(argv: list[str]) -> None:
 
 @dataclass
 class BadSamples:
-    """Videos skipped during training. Aborts once more than max_fraction of the training pool is known bad."""
+    """Videos skipped during training, on this process. The abort (more than max_fraction of the training pool
+    known bad, over all processes) is decided in the optimizer step, the same on every rank."""
     pool_size: int
     max_fraction: float
     failed: dict = field(default_factory=dict)  # path -> times skipped
@@ -1482,12 +1515,15 @@ class BadSamples:
         self.served += served
         for p in paths:
             self.failed[p] = self.failed.get(p, 0) + 1
-        if len(self.failed) > self.max_fraction * self.pool_size:
-            raise UserError(f"{len(self.failed)} of {self.pool_size} training videos failed to decode (more than "
-                               f"max_bad_fraction={self.max_fraction}); first: {', '.join(sorted(self.failed)[:5])}")
 
     def summary(self) -> dict:
         return {"bad_videos": len(self.failed), "bad_skips": sum(self.failed.values()), "clips_served": self.served}
+
+    def state_dict(self) -> dict:  # saved in checkpoints, so a resumed run keeps counting
+        return {"failed": dict(self.failed), "served": self.served}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.failed, self.served = dict(d["failed"]), int(d["served"])
 
 
 @dataclass
@@ -1581,15 +1617,16 @@ def train_keys(data: Data, epoch: int, step: int, rank: int = 0, world: int = 1)
     n_l = len(data.labeled)
     for q in range(step * c.labeled_batch, (step + 1) * c.labeled_batch):
         g = q * world + rank  # global position in the endless labeled stream: reshuffled after every pass
-        perm = torch.randperm(n_l, generator=torch.Generator().manual_seed(_mix(seed, epoch, 1, g // n_l)))
-        keys.append((0, int(perm[g % n_l]), _mix(seed, epoch, 1, g, 7)))
+        perm = torch.randperm(n_l, generator=torch.Generator().manual_seed(
+            stream_seed("labeled_order", seed, epoch, g // n_l)))
+        keys.append((0, int(perm[g % n_l]), stream_seed("sample", seed, epoch, 0, g)))
     if c.mu > 0:
         n_u = len(data.unlabeled)
-        perm = torch.randperm(n_u, generator=torch.Generator().manual_seed(_mix(seed, epoch, 2)))
+        perm = torch.randperm(n_u, generator=torch.Generator().manual_seed(stream_seed("unlabeled_order", seed, epoch)))
         per = c.mu * c.labeled_batch
         for q in range(step * per, (step + 1) * per):
             g = q * world + rank  # positions past n_u wrap around, as DistributedSampler pads
-            keys.append((1, int(perm[g % n_u]), _mix(seed, epoch, 2, g, 7)))
+            keys.append((1, int(perm[g % n_u]), stream_seed("sample", seed, epoch, 1, g)))
     return keys
 
 
@@ -1654,13 +1691,13 @@ def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> to
         prefetch_factor=c.prefetch if workers > 0 else None,
         # Its own generator: a new iterator otherwise draws its base seed from the global RNG, which would shift the
         # model's dropout stream between an uninterrupted run and a resumed one.
-        generator=torch.Generator().manual_seed(data.seed))
+        generator=torch.Generator().manual_seed(stream_seed("loader", data.seed)))
 
 
 def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1,
                   end_step: int | None = None):
     """Yield (labeled batch, unlabeled batch or None) for steps start_step .. end_step-1 (default: the epoch's end) of
-    `epoch`. Skipped videos are counted in data.bad (which aborts past max_bad_fraction)."""
+    `epoch`. Skipped videos are counted in data.bad (train() aborts past max_bad_fraction)."""
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
@@ -1750,47 +1787,30 @@ def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     return kl.sum() / kl.shape[0] * tau ** 2
 
 
-class ANLResult(tuple):
-    """`(loss, k)` from adaptive_negative_loss; also carries `.num_negatives` (for logging) without breaking
-    `loss, k = adaptive_negative_loss(...)`."""
-
-    def __new__(cls, loss: torch.Tensor, k: torch.Tensor, num_negatives: torch.Tensor):
-        self = super().__new__(cls, (loss, k))
-        self.num_negatives = num_negatives
-        return self
-
-    @property
-    def loss(self) -> torch.Tensor:
-        return self[0]
-
-    @property
-    def k(self) -> torch.Tensor:
-        return self[1]
+class ANLResult(NamedTuple):
+    loss: torch.Tensor  # 0-d float32
+    k: torch.Tensor  # 0-d int64: the k whose negatives the loss used
+    batch_k: torch.Tensor  # 0-d int64: the smallest k that holds on this batch (step 2 below)
+    num_negatives: torch.Tensor  # 0-d int64: negative (sample, class) pairs, after dropping
 
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
-                           drop_threshold: float = 0.95 ** 2, group: Any = None) -> ANLResult:
-    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4). Returns `(loss, k)`.
+                           drop_threshold: float = 0.95 ** 2, k: torch.Tensor | int | None = None) -> ANLResult:
+    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4).
 
     1. y = argmax teacher (whatever its confidence).
-    2. k = the smallest k in 2..K with y in the student's top-k for *every* sample (top-k accuracy > 99.99%).
-       Vectorised: the rank of y in the student's order is the number of classes with a strictly larger logit,
-       so k = clamp(max_b rank_b + 1, 2, K) with no sort and no loop over k. Ties count in y's favour (the best
-       case of an arbitrary top-k tie break).
-       Under torch.distributed (if initialised) k is all-reduced with MAX. FullMatch all-reduces (averages) the
-       top-k accuracy for each k and stops at the first k whose global accuracy exceeds 99.99%, i.e. the first k
-       that every sample on every rank satisfies: that is exactly max over ranks of the local k, in one collective
-       instead of one per k, and every rank gets the same k. (The two differ only if > 10^4 samples were
-       all-reduced and one missed, where 99.99% would tolerate it.)
+    2. batch_k = the smallest k in 2..K with y in the student's top-k for *every* sample (top-k accuracy > 99.99%).
+       Vectorised: the rank of y in the student's order is the number of classes with a strictly larger logit, so
+       batch_k = clamp(max_b rank_b + 1, 2, K), with no sort and no loop over k. Ties count in y's favour.
     3. Negatives of sample b: classes outside the teacher's top-k, minus those whose student probability exceeds
        `drop_threshold` (FullMatch: p_cutoff^2 = 0.95^2).
-    4. loss = mean over the B samples of sum over negatives of -log(1 - p_s + 1e-10); float32 scalar. k = K gives no
-       negatives and a 0 loss that is still attached to the student's graph.
+    4. loss = mean over the B samples of sum over negatives of -log(1 - p_s + 1e-10). k = K gives no negatives and a
+       0 loss that is still attached to the student's graph.
 
-    student_strong_logits: (B, K), receives the gradient. teacher_weak_logits: (B, K), detached.
-    Returns ANLResult (a 2-tuple): loss (0-d float32), k (0-d int64 tensor on the logits' device: no host sync here,
-    call int(k) when logging), and `.num_negatives` (0-d int64: negative (sample, class) pairs in the batch, after
-    dropping).
+    k: the k to use in step 3; None = this batch's own batch_k (FullMatch, whose batch is the whole unlabeled batch).
+    Training passes the max of batch_k over the previous optimizer step's micro-batches on every rank, so that k is
+    a property of the whole unlabeled batch, whatever the number of processes and micro-batches (see train()).
+    student_strong_logits: (B, K), receives the gradient. teacher_weak_logits: (B, K), detached. No host sync.
     """
     s = student_strong_logits.float()
     t = teacher_weak_logits.detach().float()
@@ -1804,22 +1824,22 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
     y = order_t[:, :1]  # (B, 1)
     rank_t = torch.empty_like(order_t).scatter_(-1, order_t, torch.arange(K, device=t.device).expand(B, K))
     rank_y = (s.detach() > s.detach().gather(-1, y)).sum(dim=-1)  # (B,) 0-based rank of y in the student's order
-    k = (rank_y.max() + 1).clamp(2, K) if B else torch.tensor(2, device=s.device)
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.all_reduce(k, op=torch.distributed.ReduceOp.MAX, group=group)
+    batch_k = (rank_y.max() + 1).clamp(2, K) if B else torch.full((), 2, device=s.device)
+    k = batch_k if k is None else k
     p_s = s.softmax(dim=-1)
     negative = (rank_t >= k) & (p_s.detach() <= drop_threshold)  # (B, K)
     nl = -torch.log(1 - p_s + 1e-10)  # (B, K); finite everywhere thanks to the 1e-10, so masking by * is safe
     loss = (nl * negative).sum() / max(B, 1)
-    return ANLResult(loss, k, negative.sum())
+    return ANLResult(loss, torch.as_tensor(k, device=s.device), batch_k, negative.sum())
 
 
-def sample_lambda(beta: float, generator: torch.Generator | None = None) -> float:
-    """lambda ~ Beta(beta, beta) for Tube TokenMix (SVFormer: one lambda per batch), drawn from a torch generator so
-    that it follows the run's seed. Beta(a, a) = X / (X + Y) with X, Y ~ Gamma(a), as torch has no seeded Beta."""
-    device = generator.device if generator is not None else None  # a CUDA generator draws on CUDA
+def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """lambda ~ Beta(beta, beta) for Tube TokenMix (SVFormer: one lambda per batch), a 0-d float64 tensor on the
+    generator's device, drawn from it so that it follows the run's seed, with no host sync. Beta(a, a) = X / (X + Y)
+    with X, Y ~ Gamma(a), as torch has no seeded Beta sampler."""
+    device = generator.device if generator is not None else None
     g = torch._standard_gamma(torch.full((2,), float(beta), dtype=torch.float64, device=device), generator=generator)
-    return float(g[0] / g.sum())
+    return g[0] / g.sum()
 
 
 def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator: torch.Generator | None = None,
@@ -1829,13 +1849,14 @@ def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator
     For each of the `batch` samples, a random set of round((1 - lam) * N) of the N spatial patch positions is True:
     those tokens come from clip b, the rest from clip a, so lam is (nominally) clip a's share. The mask is spatial
     only and tube_token_mix applies it to every frame (a "tube"), so the mixed clip keeps coherent motion.
-    lam: a float (one lambda for the batch, as SVFormer) or a (B,) tensor.
+    lam: a float, a 0-d tensor (one lambda for the batch, as SVFormer) or a (B,) tensor; a tensor on the generator's
+    device costs no host sync.
     Returns mask (B, N) bool and lam_a (B,) float32 = the exact realised share of clip a's patches,
     1 - round((1 - lam) N) / N, which the targets must use (the official code rounds down and mixes the targets
     with the nominal lambda, so its targets and its inputs disagree by up to 1/N).
     """
     gen_device = generator.device if generator is not None else device
-    lam_t = torch.as_tensor(lam, dtype=torch.float64).to(gen_device).expand(batch)
+    lam_t = torch.as_tensor(lam, dtype=torch.float64, device=gen_device).expand(batch)
     n_b = torch.round((1 - lam_t) * num_patches).long().clamp(0, num_patches)  # (B,) patches taken from clip b
     # A uniformly random subset of size n_b per sample: the n_b positions with the smallest noise.
     noise = torch.rand(batch, num_patches, generator=generator, device=gen_device)
@@ -1843,7 +1864,7 @@ def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator
     mask = rank < n_b[:, None]
     lam_a = (1 - n_b.double() / num_patches).float()
     if device is not None:
-        mask, lam_a = mask.to(device), lam_a.to(device)
+        mask, lam_a = mask.to(device, non_blocking=True), lam_a.to(device, non_blocking=True)
     return mask, lam_a
 
 
@@ -1863,25 +1884,19 @@ def tube_token_mix(tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.T
     return torch.where(mask[:, None, :, None], tokens_b, tokens_a)  # mask broadcast over T and D: a tube
 
 
-def mix_targets(target_a: torch.Tensor, target_b: torch.Tensor, lam_a: torch.Tensor) -> torch.Tensor:
-    """lam_a * target_a + (1 - lam_a) * target_b per sample. target_*: (B, K); lam_a: (B,) or a float."""
-    lam_a = torch.as_tensor(lam_a, dtype=target_a.dtype, device=target_a.device)
-    lam_a = lam_a.reshape(-1, 1) if lam_a.dim() else lam_a
-    return lam_a * target_a + (1 - lam_a) * target_b
-
-
-def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor,
+def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor | float,
                      threshold: float) -> torch.Tensor:
     """Tube TokenMix target (SVFormer; reference §2): lam_a * y_a + (1 - lam_a) * y_b, with clip b of sample i being
     clip perm[i] of the same batch. y is one-hot(argmax) where the teacher's confidence >= threshold (delta) and the
     teacher's soft probabilities otherwise. teacher_probs: (B, K) softmax of the EMA teacher on the unmixed clips;
-    perm: (B,) long; lam_a: (B,) from tube_mask. Returns (B, K) float32, detached.
+    perm: (B,) long; lam_a: (B,) from tube_mask, or a float. Returns (B, K) float32, detached.
     """
     p = teacher_probs.detach().float()
     conf, idx = p.max(dim=-1)
-    one_hot = F.one_hot(idx, p.shape[-1]).to(p.dtype)
+    one_hot = torch.zeros_like(p).scatter_(-1, idx[:, None], 1.0)  # not F.one_hot: it checks the range with .item()
     y = torch.where((conf >= threshold)[:, None], one_hot, p)  # (B, K)
-    return mix_targets(y, y[perm], lam_a)
+    lam_a = torch.as_tensor(lam_a, dtype=p.dtype, device=p.device).reshape(-1, 1)  # (B, 1) or (1, 1)
+    return lam_a * y + (1 - lam_a) * y[perm]
 
 
 def tokenmix_weight(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor,
@@ -1907,50 +1922,20 @@ def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
     return per_sample.mean()
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The plain module inside DDP (`.module`) and torch.compile (`._orig_mod`) wrappers, however nested."""
-    while True:
-        if hasattr(module, "_orig_mod") and isinstance(module._orig_mod, nn.Module):
-            module = module._orig_mod
-        elif isinstance(module, nn.parallel.DistributedDataParallel) or (
-                type(module).__name__ in ("DistributedDataParallel", "DataParallel") and hasattr(module, "module")):
-            module = module.module
-        else:
-            return module
-
-
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """EMA teacher (SVFormer's EMA-Teacher; reference §2): teacher <- m * teacher + (1 - m) * student, in place.
 
-    Parameters are matched by name (wrappers unwrapped: DDP `.module`, torch.compile `._orig_mod`) and updated with
-    one fused foreach lerp; the student may hold bf16 or fp32 parameters, the teacher keeps its own dtype (fp32:
-    with m = 0.99 an update is 1% of the weight, below bf16's resolution). Buffers are copied, not averaged.
-    Raises ValueError naming the parameters or buffers whose names or shapes differ.
+    The teacher is a deepcopy of the student, so their parameters pair up in order; one fused foreach lerp updates
+    them all. The student may hold bf16 or fp32 parameters, the teacher keeps its own dtype (fp32: with m = 0.99 an
+    update is 1% of the weight, below bf16's resolution). Buffers are copied, not averaged.
     """
-    if not 0.0 <= momentum <= 1.0:
-        raise ValueError(f"ema_update: momentum must be in [0, 1], got {momentum}")
-    teacher, student = _unwrap(teacher), _unwrap(student)
-    for kind, t_items, s_items in (("parameter", teacher.named_parameters(), student.named_parameters()),
-                                   ("buffer", teacher.named_buffers(), student.named_buffers())):
-        t_dict, s_dict = dict(t_items), dict(s_items)
-        problems = [f"{n} only in teacher" for n in t_dict.keys() - s_dict.keys()]
-        problems += [f"{n} only in student" for n in s_dict.keys() - t_dict.keys()]
-        problems += [f"{n}: teacher {tuple(t_dict[n].shape)} vs student {tuple(s_dict[n].shape)}"
-                     for n in t_dict.keys() & s_dict.keys() if t_dict[n].shape != s_dict[n].shape]
-        if problems:
-            raise ValueError(f"ema_update: teacher and student {kind}s differ: " + "; ".join(sorted(problems)[:10]))
-        names = list(t_dict)
-        if kind == "parameter":
-            t_list = [t_dict[n] for n in names]
-            # .to is a no-op when dtype/device already match; foreach lerp needs equal dtypes.
-            s_list = [s_dict[n].detach().to(dtype=t.dtype, device=t.device) for n, t in zip(names, t_list)]
-            if t_list:
-                # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
-                torch._foreach_lerp_(t_list, s_list, 1.0 - momentum)
-        else:
-            for n in names:
-                t_dict[n].copy_(s_dict[n])
+    t_params = list(teacher.parameters())
+    s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params)]  # no-op when dtypes match
+    # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
+    torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
+    for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
+        t_buf.copy_(s_buf)
 
 
 # ======================================================================================================================
@@ -1981,7 +1966,7 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
         views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
         B, V = views.shape[:2]
         x = normalize_clips(views.flatten(0, 1), data.cfg.mean, data.cfg.std)  # (B*V, C, T, H, W)
-        y = b["label"].to(device)
+        y = b["label"].to(device, non_blocking=True)
         for name, m in models.items():
             with autocast_context(device, amp):
                 logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K)
@@ -2020,6 +2005,28 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local
 
 
+def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
+    """(labeled clips per micro-batch per process, micro-batches per optimizer step) that make `global_batch`, the
+    batch the lr is defined for, over `world` processes: labeled_batch when it divides each process's share, else the
+    largest micro-batch below it that does (so a preset runs under torchrun as is)."""
+    if global_batch % world:
+        raise UserError(f"global_batch={global_batch} labeled clips cannot be split evenly over {world} processes: "
+                        f"use a --global-batch that is a multiple of {world}")
+    share = global_batch // world
+    micro = max(b for b in range(1, min(labeled_batch, share) + 1) if share % b == 0)
+    return micro, share // micro
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    if amp == "auto":
+        if device.type != "cuda":
+            return "none"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "fp16" and device.type == "cpu":
+        raise UserError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
+    return amp
+
+
 def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer:
     """SGD-Nesterov (SVFormer) or AdamW. Norms, biases and the cls/pos/time embeddings get no weight decay."""
     no_decay = ("cls_token", "pos_embed", "time_embed")
@@ -2053,16 +2060,17 @@ def ssl_weight_at(epoch_progress: float, tcfg: TrainConfig) -> float:
 
 
 def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | None, cfg: Config,
-               device: torch.device, amp: str, gen: torch.Generator, ssl_weight: float = 1.0
-               ) -> tuple[torch.Tensor, dict]:
-    """One micro-batch of Full-SVFormer. Returns (weighted loss, detached terms for logging).
+               device: torch.device, amp: str, gen: torch.Generator, ssl_weight: float = 1.0,
+               anl_k: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    """One micro-batch of Full-SVFormer. Returns (weighted loss, detached terms for logging). No host sync.
 
     loss = CE(student(labeled weak), y) + ssl_weight * (
            gamma_kl  * standardized_kl(student(strong), teacher(weak))                   logit-aligned consistency
          + gamma_mix * tokenmix_loss(student(TubeTokenMix(strong_a, strong_b)), mixed teacher targets)
-         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak)))           ANL
+         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak), k=anl_k))  ANL
     Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
-    clips' patch tokens inside the forward (token_hook) and appended to the batch.
+    clips' patch tokens inside the forward (token_hook) and appended to the batch. anl_k: ANL's k for this step
+    (None: the micro-batch's own); terms["anl_batch_k"] is this micro-batch's measurement of it.
     """
     d, t = cfg.data, cfg.train
     xl = normalize_clips(lab["weak"].to(device, non_blocking=True), d.mean, d.std)  # (Bl, C, T, H, W)
@@ -2077,20 +2085,18 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     xs = normalize_clips(unl["strong"].to(device, non_blocking=True), d.mean, d.std)
     xs = channel_dropout(xs, d.strong_channel_dropout, gen)
     Bu = xs.shape[0]
-    if t.oracle_pseudo_labels:  # diagnostic: a teacher that is always right and sure (softmax 0.9999 at 10)
-        t_logits = 10.0 * F.one_hot(unl["label"].to(device, non_blocking=True), _unwrap(student).num_classes).float()
-    else:
+    y_true = unl["label"].to(device, non_blocking=True)  # hidden true labels: diagnostics and the oracle only
+    if not t.oracle_pseudo_labels:
         xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
         with torch.inference_mode(), autocast_context(device, amp):
             t_logits = teacher(xw).float()
         t_logits = t_logits.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
-    t_probs = t_logits.softmax(dim=-1)
 
     use_mix = t.gamma_mix > 0
     if use_mix:
-        perm = torch.randperm(Bu, generator=gen, device=gen.device).to(device)
-        mask, lam_a = tube_mask(Bu, _unwrap(student).patch_embed.num_patches, sample_lambda(t.mix_beta, gen), gen,
-                                device)
+        perm = torch.randperm(Bu, generator=gen, device=gen.device).to(device, non_blocking=True)
+        N = (d.img_size // cfg.model.patch_size) ** 2
+        mask, lam_a = tube_mask(Bu, N, sample_lambda(t.mix_beta, gen), gen, device)
 
         def mix_hook(tokens):  # (Bl + Bu, T, N, D) -> (Bl + 2 Bu, T, N, D): append the mixed strong clips
             strong = tokens[Bl:]
@@ -2099,247 +2105,290 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     with autocast_context(device, amp):
         logits = student(torch.cat([xl, xs]), token_hook=mix_hook if use_mix else None).float()
     logits_l, logits_s = logits[:Bl], logits[Bl:Bl + Bu]
+    if t.oracle_pseudo_labels:  # diagnostic: a teacher that is always right and sure (softmax 0.9999 at 10)
+        t_logits = torch.zeros_like(logits_s).scatter_(-1, y_true[:, None], 10.0)
+    t_probs = t_logits.softmax(dim=-1)
 
     ce = F.cross_entropy(logits_l, yl)
     conf = t_probs.max(dim=-1).values
     kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
     kl = standardized_kl(logits_s, t_logits, t.kl_tau, kl_mask, standardize=t.kl_standardize)
-    anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold)
+    anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold, anl_k)
     unlabeled = t.gamma_kl * kl + t.gamma_nl * anl.loss
     terms = {"loss_ce": ce.detach(), "loss_kl": kl.detach(), "loss_nl": anl.loss.detach(), "anl_k": anl.k,
-             "anl_negatives": anl.num_negatives / Bu, "mask_ratio": (conf >= t.mix_threshold).float().mean()}
+             "anl_batch_k": anl.batch_k, "anl_negatives": anl.num_negatives / Bu,
+             "mask_ratio": (conf >= t.mix_threshold).float().mean()}
     if use_mix:
         target = tokenmix_targets(t_probs, perm, lam_a, t.mix_threshold)
         weight = tokenmix_weight(t_probs, perm, lam_a, t.mix_threshold) if t.mix_weighted else None
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
-    loss = ce + ssl_weight * unlabeled
-    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. No host sync.
-    y_true = unl["label"].to(device, non_blocking=True)
+    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown.
     known = y_true >= 0
     terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum().clamp(min=1)
-    return loss, terms
+    return ce + ssl_weight * unlabeled, terms
 
 
-def optimizer_step(model: nn.Module, teacher: nn.Module, optimizer, scaler, finite: torch.Tensor, lr: float,
-                   t_cfg: TrainConfig, state: dict, world: int, run_dir: Path) -> None:
-    """Apply the accumulated gradients and update the EMA teacher, or skip the step if a loss was non-finite.
+@dataclass
+class Run:
+    """One training process: what setup_run builds, and what the loop, the optimizer step and the checkpoints use."""
+    cfg: Config  # resolved, with the labeled_batch this layout uses
+    rank: int
+    world: int
+    device: torch.device
+    amp: str
+    run_dir: Path
+    data: Data
+    model: TimeSformer  # the student's weights: what the optimizer, the EMA and the checkpoints see
+    teacher: TimeSformer  # the EMA teacher, fp32, eval mode, no grad
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler  # enabled only for fp16
+    gen: torch.Generator  # the device stream: Tube TokenMix and channel dropout (RNG_STREAMS)
+    accum: int  # micro-batches per optimizer step
+    steps_per_epoch: int  # optimizer steps per epoch
+    state: dict  # the loop's position and counters; saved in every checkpoint
+    anl_k: torch.Tensor  # ANL's k for the next optimizer step, on the device
+    student: nn.Module = None  # what the step calls: model, wrapped in DDP and/or compiled
+    teacher_fwd: nn.Module = None  # the teacher's forward, compiled when the student is
+    compiled: bool = False
+    warm: bool = False  # a compiled run's first log interval (compilation) has passed
+    meter: dict = field(default_factory=dict)  # sums of the logged terms since the last log line (device tensors)
+    t_start: float = 0.0
 
-    `finite` (0-d bool) says whether every micro-batch loss of this step was finite; under DDP all ranks take the
-    same decision (their gradients were averaged, so one NaN reaches everyone). `max_nonfinite` skips in a row abort,
-    and the last checkpoint, written before them, is the last good one.
-    """
-    for g in optimizer.param_groups:
-        g["lr"] = lr
-    if world > 1:
-        finite = finite.to(torch.int32)
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    if bool(finite):  # the one host sync per optimizer step
-        state["nonfinite"] = 0
-        if t_cfg.grad_clip > 0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the fp16-scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), t_cfg.grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        ema_update(teacher, model, t_cfg.ema_momentum)
-    else:
-        state["nonfinite"] += 1
-        state["nonfinite_total"] += 1
-        log.warning("non-finite loss at step %d: step skipped (%d in a row)", state["step"], state["nonfinite"])
-        if state["nonfinite"] >= t_cfg.max_nonfinite:
-            raise FloatingPointError(f"{state['nonfinite']} non-finite losses in a row at step {state['step']}; "
-                                     f"the last good checkpoint is {run_dir / 'last.pt'} (lower --lr, or use --amp "
-                                     "bf16 instead of fp16)")
-    optimizer.zero_grad(set_to_none=True)
+
+def setup_run(cfg: Config) -> Run:
+    """Everything one training process needs, restored from RUN_DIR/last.pt when cfg.train.resume is set."""
+    t = cfg.train
+    rank, world, local = init_distributed()
+    device = pick_device(t.device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", local)
+    if device.type == "cuda":  # the fp32 teacher (and fp32 runs) use TF32 tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    amp = resolve_amp(t.amp, device)
+    labeled_batch, accum = batch_layout(t.global_batch, cfg.data.labeled_batch, world)
+    asked = cfg.data.labeled_batch
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
+    data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
+    run_dir = Path(t.resume or t.out or default_run_dir(cfg, world))
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir, rank)
+    if labeled_batch != asked:
+        log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
+                 "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
+
+    seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
+    model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+    if cfg.model.pretrained and not t.resume:
+        load_pretrained(model, cfg.model.pretrained)
+    elif cfg.data.dataset != "synthetic" and not t.resume:
+        log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
+                    "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
+    model.to(device)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    micro_per_epoch = steps_per_epoch(data, world)
+    if micro_per_epoch < accum:
+        raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
+                        f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the {accum} "
+                        f"that make one step of global_batch={t.global_batch} over {world} process(es): lower "
+                        "--global-batch or --mu, or use more clips")
+    layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
+    state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
+             "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
+             "anl_k": data.num_classes, "layout": layout}  # k = K: no negatives until k has been measured once
+    run = Run(cfg, rank, world, device, amp, run_dir, data, model, teacher, make_optimizer(model, t),
+              torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
+              torch.Generator(device).manual_seed(stream_seed("device", t.seed, rank)), accum,
+              layout["steps_per_epoch"], state, torch.tensor(0))
+    rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
+    run.anl_k = torch.tensor(run.state["anl_k"], device=device)
+    if rank == 0:  # stored without 'resume', so `--config RUN/config.yaml` starts a new run
+        save_config(dataclasses.replace(cfg, train=dataclasses.replace(t, resume="")), run_dir / "config.yaml")
+        truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
+    seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
+    if rng_global is not None:
+        restore_rng(rng_global)
+
+    run.student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
+        if world > 1 else model
+    run.teacher_fwd = teacher
+    run.compiled = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
+    if run.compiled:
+        run.student, run.teacher_fwd = torch.compile(run.student), torch.compile(teacher)
+    log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
+             "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
+             len(data.unlabeled), len(data.test), data.split_source, run.steps_per_epoch, accum, device, amp,
+             run.compiled, world)
+    log.info("EMA teacher: momentum %.4f per optimizer step, so it averages about the last %.0f steps (%.2f epochs)",
+             t.ema_momentum, 1 / max(1 - t.ema_momentum, 1e-9), 1 / max(1 - t.ema_momentum, 1e-9) / run.steps_per_epoch)
+    run.t_start = time.perf_counter() - run.state["wall_time_s"]
+    return run
 
 
 def train(cfg: Config) -> dict:
     """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set."""
-    import copy
     from tqdm import tqdm
-    t_cfg = cfg.train
-    rank, world, local = init_distributed()
-    device = pick_device(t_cfg.device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", local)
-    amp = resolve_amp(t_cfg.amp, device)
-    run_dir = Path(t_cfg.resume or t_cfg.out or default_run_dir(cfg))
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir, rank)
-    seed_everything(t_cfg.seed)  # same init on every rank (DDP also broadcasts rank 0's weights)
-    labeled_batch, accum = batch_layout(t_cfg.global_batch, cfg.data.labeled_batch, world)
-    if labeled_batch != cfg.data.labeled_batch:
-        log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
-                 "fit), %d micro-batch(es) per step", t_cfg.global_batch, world, labeled_batch, cfg.data.labeled_batch,
-                 accum)
-        cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
-
-    data = build_data(cfg.data, t_cfg.seed)
-    model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-    if cfg.model.pretrained and not t_cfg.resume:
-        load_pretrained(model, cfg.model.pretrained)
-    elif cfg.data.dataset != "synthetic" and not t_cfg.resume:
-        log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
-                    "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
-    model.to(device)
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)  # fp32 EMA teacher, no grad, eval mode
-    optimizer = make_optimizer(model, t_cfg)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")  # loss scaling only for fp16
-    gen = torch.Generator(device).manual_seed(t_cfg.seed * 1000 + rank)  # TokenMix and channel dropout draws
-
-    micro_per_epoch = steps_per_epoch(data, world)
-    steps_per_ep = micro_per_epoch // accum
-    if micro_per_epoch == 0:
-        raise UserError(f"an epoch has no step: {len(data.unlabeled)} unlabeled clips over {world} process(es) are "
-                         f"fewer than mu x labeled_batch = {cfg.data.mu} x {cfg.data.labeled_batch} per step; lower "
-                         "--mu or --labeled-batch")
-    if steps_per_ep == 0:
-        raise UserError(f"global_batch={t_cfg.global_batch} needs {accum} micro-batches per step, but an epoch has "
-                         f"only {micro_per_epoch}: lower --global-batch or raise --labeled-batch")
-    layout = {"world": world, "accum": accum, "steps_per_epoch": steps_per_ep}
-    state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "nonfinite": 0, "nonfinite_total": 0,
-             "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0, "layout": layout}
-    save = functools.partial(checkpoint, run_dir, rank, model, teacher, optimizer, scaler, gen, cfg, data.class_names)
-    if t_cfg.resume:
-        state = load_checkpoint(run_dir / "last.pt", model, teacher, optimizer, scaler, gen, rank, layout)
-        log.info("resumed %s at epoch %d, step %d", run_dir, state["epoch"], state["step"])
-    if rank == 0:  # stored without 'resume', so `--config RUN/config.yaml` starts a new run
-        save_config(dataclasses.replace(cfg, train=dataclasses.replace(t_cfg, resume="")), run_dir / "config.yaml")
-        truncate_metrics(run_dir / "metrics.jsonl", state["step"])
-    seed_everything(t_cfg.seed + 7919 * rank + 104729 * state["step"])  # dropout/drop-path differ per rank
-    if t_cfg.resume:
-        restore_rng(state.pop("rng_global"))
-
-    student = model
-    if world > 1:
-        student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
-    use_compile = t_cfg.compile == "on" or (t_cfg.compile == "auto" and device.type == "cuda")
-    if use_compile:
-        student, teacher_fwd = torch.compile(student), torch.compile(teacher)
-    else:
-        teacher_fwd = teacher
-    log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
-             "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
-             len(data.unlabeled), len(data.test), data.split_source, steps_per_ep, accum, device, amp,
-             use_compile, world)
-
-    meter: dict[str, float] = state.pop("meter", {})
-    warm = not use_compile
-    t_start = time.perf_counter() - state["wall_time_s"]
-    for epoch in range(state["epoch"], t_cfg.epochs):
-        student.train()
-        bar = tqdm(total=steps_per_ep, initial=state["micro"] // accum, desc=f"epoch {epoch}", unit="step",
-                   disable=rank != 0, dynamic_ncols=True)
-        micro = state["micro"]
+    run = setup_run(cfg)
+    cfg, t, s = run.cfg, cfg.train, run.state
+    end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
+    for epoch in range(s["epoch"], t.epochs):
+        run.student.train()
+        bar = tqdm(total=run.steps_per_epoch, initial=s["micro"] // run.accum, desc=f"epoch {epoch}", unit="step",
+                   disable=run.rank != 0, dynamic_ncols=True)
         t_log = time.perf_counter()
-        # The partial last accumulation group of an epoch is not used (nor decoded).
-        for lab, unl in train_batches(data, epoch, micro, rank, world, end_step=steps_per_ep * accum):
-            sync = (micro + 1) % accum == 0
-            with contextlib.nullcontext() if sync or world == 1 else student.no_sync():
-                w_ssl = ssl_weight_at(state["step"] / steps_per_ep, t_cfg)
-                loss, terms = ssl_losses(student, teacher_fwd, lab, unl, cfg, device, amp, gen, w_ssl)
-                scaler.scale(loss / accum).backward()
-            for k, v in {**terms, "loss": loss.detach()}.items():  # device tensors: no host sync per term
-                meter[k] = meter.get(k, 0.0) + v.float()
-            meter["n"] = meter.get("n", 0) + 1
-            meter["clips"] = meter.get("clips", 0) + lab["weak"].shape[0] + (0 if unl is None else unl["weak"].shape[0])
-            finite = torch.isfinite(loss.detach()) & finite if micro % accum else torch.isfinite(loss.detach())
-            micro += 1
-            if not sync:
+        for lab, unl in train_batches(run.data, epoch, s["micro"], run.rank, run.world, end_step=end):
+            first, last = s["micro"] % run.accum == 0, (s["micro"] + 1) % run.accum == 0
+            with contextlib.nullcontext() if last or run.world == 1 else run.student.no_sync():  # all-reduce once
+                loss, terms = ssl_losses(run.student, run.teacher_fwd, lab, unl, cfg, run.device, run.amp, run.gen,
+                                         ssl_weight_at(s["step"] / run.steps_per_epoch, t), run.anl_k)
+                run.scaler.scale(loss / run.accum).backward()
+            # Device tensors only: the step's non-finite AND and ANL's k over its micro-batches, the log's sums.
+            finite = torch.isfinite(loss.detach()) & (True if first else finite)
+            batch_k = terms.pop("anl_batch_k", run.anl_k)
+            step_k = batch_k if first else torch.maximum(step_k, batch_k)
+            for k, v in {**terms, "loss": loss.detach()}.items():
+                run.meter[k] = run.meter.get(k, 0.0) + v.float()
+            run.meter["n"] = run.meter.get("n", 0) + 1
+            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + (0 if unl is None else len(unl["label"]))
+            s["micro"] += 1
+            if not last:
                 continue
-            step = state["step"]
-            lr = lr_at((step + 1) / steps_per_ep, t_cfg)  # the lr at the end of this step: never 0 in warmup
-            optimizer_step(model, teacher, optimizer, scaler, finite, lr, t_cfg, state, world, run_dir)
-            state["step"] = step = step + 1
-            state["micro"] = micro
+            lr = optimizer_step(run, finite, step_k)  # the one host sync per optimizer step
             bar.update(1)
-            if step % t_cfg.log_every == 0 or micro == steps_per_ep * accum:
-                dt = time.perf_counter() - t_log
-                n = meter.pop("n")
-                clips = meter.pop("clips") * world  # every process trains on as many clips
-                row = {"kind": "train", "step": step, "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
-                       "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
-                       **{k: float(v) / n for k, v in meter.items()}}
-                if warm:  # the run's clips/s excludes the first interval of a compiled run (compilation)
-                    state["train_clips"] += clips
-                    state["train_time_s"] += dt
-                warm = True
-                meter = {}
-                if rank == 0:
-                    append_metrics(run_dir / "metrics.jsonl", row)
-                    bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
-                t_log = time.perf_counter()
-            if t_cfg.ckpt_every and step % t_cfg.ckpt_every == 0:
+            if s["step"] % t.log_every == 0 or s["micro"] == end:
+                t_log = log_train(run, epoch, lr, t_log, bar)
+            if t.ckpt_every and s["step"] % t.ckpt_every == 0:
                 t0 = time.perf_counter()
-                save(state, meter, t_start)
+                checkpoint(run)
                 t_log += time.perf_counter() - t0  # the interval's clips/s excludes the checkpoint write
         bar.close()
-        state["epoch"], state["micro"] = epoch + 1, 0
-        if t_cfg.eval_every and (epoch + 1) % t_cfg.eval_every == 0 and epoch + 1 < t_cfg.epochs:
-            res = evaluate({"student": model, "teacher": teacher}, data, device, amp, False, rank, world)
-            row = {"kind": "eval", "step": state["step"], "epoch": epoch + 1, "views": 1,
-                   **{k: res["student"][k] for k in ("top1", "top5")},
-                   **{f"teacher_{k}": res["teacher"][k] for k in ("top1", "top5")}}
-            log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", epoch + 1, row["top1"], row["teacher_top1"])
-            if rank == 0:
-                append_metrics(run_dir / "metrics.jsonl", row)
-            if max(row["top1"], row["teacher_top1"]) > state["best_top1"]:
-                state["best_top1"] = max(row["top1"], row["teacher_top1"])
-                state["best_epoch"] = epoch + 1
-                save(state, meter, t_start, best=True)
-        save(state, meter, t_start)
-        t_log = time.perf_counter()
+        s["epoch"], s["micro"] = epoch + 1, 0
+        if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
+            eval_epoch(run)
+        checkpoint(run)
+    return finish(run)
 
-    # --- final multi-view evaluation of the student and the EMA teacher --------------------------------------------
-    res = evaluate({"student": model, "teacher": teacher}, data, device, amp, True, rank, world)
-    s, te = res["student"], res["teacher"]
+
+def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> float:
+    """Apply the accumulated gradients and update the EMA teacher, or skip the step if a loss was non-finite.
+    Returns the step's lr.
+
+    Every rank takes the same three decisions from one collective: skip (any micro-batch loss non-finite, on any
+    rank: their gradients were averaged, so one NaN reaches everyone), ANL's k for the next step (the max of batch_k
+    over every micro-batch of every rank, i.e. over the step's whole unlabeled batch) and the bad-video abort (skips
+    counted over all ranks). Reading the skip decision is the one host sync per optimizer step.
+    """
+    s, t, bad = run.state, run.cfg.train, run.data.bad
+    lr = lr_at((s["step"] + 1) / run.steps_per_epoch, t)  # the lr at the end of this step: never 0 in warmup
+    for g in run.optimizer.param_groups:
+        g["lr"] = lr
+    nonfinite, failed = ~finite, len(bad.failed)
+    if run.world > 1:
+        mine = torch.stack([nonfinite.long(), step_k.long(), torch.tensor(failed, device=step_k.device)])
+        every = [torch.empty_like(mine) for _ in range(run.world)]
+        torch.distributed.all_gather(every, mine)
+        every = torch.stack(every)  # (world, 3)
+        step_k = every[:, 1].amax()
+        nonfinite, failed = torch.stack([every[:, 0].amax(), every[:, 2].sum()]).tolist()  # one host sync
+    if failed > bad.max_fraction * bad.pool_size:  # the same decision on every rank: no peer waits for a dead one
+        raise UserError(f"{failed} of {bad.pool_size} training videos failed to decode on {run.world} process(es), "
+                        f"more than max_bad_fraction={bad.max_fraction}; this process's first: "
+                        f"{', '.join(sorted(bad.failed)[:5]) or '(none)'}")
+    if not bool(nonfinite):
+        s["nonfinite"] = 0
+        if t.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)  # clip the true gradients, not the fp16-scaled ones
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        ema_update(run.teacher, run.model, t.ema_momentum)
+        run.anl_k = step_k
+    else:
+        s["nonfinite"] += 1
+        s["nonfinite_total"] += 1
+        log.warning("non-finite loss at step %d: step skipped (%d in a row)", s["step"], s["nonfinite"])
+        if s["nonfinite"] >= t.max_nonfinite:
+            raise FloatingPointError(f"{s['nonfinite']} non-finite losses in a row at step {s['step']}; the last "
+                                     f"good checkpoint is {run.run_dir / 'last.pt'} (lower --lr, or use --amp bf16 "
+                                     "instead of fp16)")
+    run.optimizer.zero_grad(set_to_none=True)
+    s["step"] += 1
+    return lr
+
+
+def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
+    """One metrics.jsonl line: the mean of every logged term since the last line (host syncs here only), clips/s.
+    Returns the start time of the next interval."""
+    s, m = run.state, run.meter
+    dt = time.perf_counter() - t_log
+    n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
+    row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
+           "nonfinite_skipped": s["nonfinite_total"], **run.data.bad.summary(),
+           **{k: float(v) / n for k, v in m.items()}}
+    if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
+        s["train_clips"] += clips
+        s["train_time_s"] += dt
+    run.warm = True
+    run.meter = {}
+    if run.rank == 0:
+        append_metrics(run.run_dir / "metrics.jsonl", row)
+        bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
+    return time.perf_counter()
+
+
+def eval_epoch(run: Run) -> None:
+    """The cheap 1-view eval of student and teacher between epochs; best.pt when either improves (on the TEST set,
+    so best.pt is test-selected: see checkpoint)."""
+    s = run.state
+    res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, False, run.rank,
+                   run.world)
+    row = {"kind": "eval", "step": s["step"], "epoch": s["epoch"], "views": 1,
+           **{k: res["student"][k] for k in ("top1", "top5")},
+           **{f"teacher_{k}": res["teacher"][k] for k in ("top1", "top5")}}
+    log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", s["epoch"], row["top1"], row["teacher_top1"])
+    if run.rank == 0:
+        append_metrics(run.run_dir / "metrics.jsonl", row)
+    if max(row["top1"], row["teacher_top1"]) > s["best_top1"]:
+        s["best_top1"], s["best_epoch"] = max(row["top1"], row["teacher_top1"]), s["epoch"]
+        checkpoint(run, best=True)
+
+
+def finish(run: Run) -> dict:
+    """The final multi-view evaluation of the student and the EMA teacher; writes summary.json and returns it."""
+    cfg, s = run.cfg, run.state
+    res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, True, run.rank,
+                   run.world)
+    st, te = res["student"], res["teacher"]
     # --dataset lists has no --labeled fraction: report the one its lists give.
     labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(
-        len(data.labeled) / max(1, len(data.labeled) + len(data.unlabeled)), 4)
+        len(run.data.labeled) / max(1, len(run.data.labeled) + len(run.data.unlabeled)), 4)
     summary = {"dataset": cfg.data.dataset, "labeled": labeled, "split": cfg.data.split,
-               "split_seed": cfg.data.split_seed, "arch": cfg.model.arch, "seed": t_cfg.seed,
-               "num_classes": data.num_classes, "epochs": t_cfg.epochs, "steps": state["step"],
-               "top1": s["top1"], "top5": s["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
-               "per_class_top1": s["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
-               "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": s["videos"],
-               "pseudo_label_acc": last_metric(run_dir / "metrics.jsonl", "pseudo_label_acc") if rank == 0 else None,
-               "wall_time_s": time.perf_counter() - t_start,
-               "clips_per_s": state["train_clips"] / max(state["train_time_s"], 1e-9),
-               "nonfinite_skipped": state["nonfinite_total"], **data.bad.summary(),
+               "split_seed": cfg.data.split_seed, "arch": cfg.model.arch, "seed": cfg.train.seed,
+               "num_classes": run.data.num_classes, "epochs": cfg.train.epochs, "steps": s["step"],
+               "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
+               "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
+               "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"],
+               "pseudo_label_acc": last_metric(run.run_dir / "metrics.jsonl", "pseudo_label_acc")
+               if run.rank == 0 else None,
+               "wall_time_s": time.perf_counter() - run.t_start,
+               "clips_per_s": s["train_clips"] / max(s["train_time_s"], 1e-9),
+               "nonfinite_skipped": s["nonfinite_total"], **run.data.bad.summary(),
                "config": config_to_dict(cfg)}
-    if s["top1"] >= state["best_top1"] or te["top1"] >= state["best_top1"] or not (run_dir / "best.pt").exists():
-        state["best_epoch"] = t_cfg.epochs
-        save(state, meter, t_start, best=True)
-    if rank == 0:
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=1))
+    if max(st["top1"], te["top1"]) >= s["best_top1"] or not (run.run_dir / "best.pt").exists():
+        s["best_epoch"] = cfg.train.epochs
+        checkpoint(run, best=True)
+    if run.rank == 0:
+        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
         print_summary_table(summary)
     return summary
 
 
-def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
-    """(labeled clips per micro-batch per process, micro-batches per optimizer step) that make `global_batch`, the
-    batch the lr is defined for, over `world` processes: labeled_batch when it divides each process's share, else the
-    largest micro-batch below it that does (so a preset runs under torchrun as is)."""
-    if global_batch % world:
-        raise UserError(f"global_batch={global_batch} labeled clips cannot be split evenly over {world} processes: "
-                        f"use a --global-batch that is a multiple of {world}")
-    share = global_batch // world
-    micro = max(b for b in range(1, min(labeled_batch, share) + 1) if share % b == 0)
-    return micro, share // micro
-
-
-def resolve_amp(amp: str, device: torch.device) -> str:
-    if amp == "auto":
-        if device.type != "cuda":
-            return "none"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if amp == "fp16" and device.type == "cpu":
-        raise UserError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
-    return amp
-
-
-def default_run_dir(cfg: Config) -> str:
-    return f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}"
+def default_run_dir(cfg: Config, world: int = 1) -> str:
+    """runs/<dataset>-<labeled>-<time>; under torchrun the time is rank 0's, shared, so every rank writes one run."""
+    name = [f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}"]
+    if world > 1:
+        torch.distributed.broadcast_object_list(name, src=0)
+    return name[0]
 
 
 def append_metrics(path: Path, row: dict) -> None:
@@ -2403,55 +2452,59 @@ def restore_rng(s: dict) -> None:
         torch.cuda.set_rng_state(s["cuda"])
 
 
-def checkpoint(run_dir: Path, rank: int, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, cfg: Config,
-               class_names: list[str], state: dict, meter: dict, t_start: float, best: bool = False) -> None:
-    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, rng of every rank, state, config}.
-    Keys are the plain module's (never the compiled or DDP wrapper's), so any loader can read them. Every rank must
-    call it: the ranks' RNG states are gathered, so that a resumed DDP run continues every rank's own streams."""
-    rngs = [{"generator": gen.get_state(), "global": rng_state()}]
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        rngs = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(rngs, {"generator": gen.get_state().cpu(), "global": rng_state()})
-    if rank != 0:
+def checkpoint(run: Run, best: bool = False) -> None:
+    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, every rank's RNG streams and
+    skipped videos, state, config, class names}. Keys are the plain module's (never the compiled or DDP wrapper's),
+    so any loader can read them. Every rank must call it: the ranks' own parts are gathered, so that a resumed DDP
+    run continues every rank's streams and counts."""
+    s = run.state
+    mine = {"generator": run.gen.get_state().cpu(), "global": rng_state(), "bad": run.data.bad.state_dict()}
+    ranks = [mine]
+    if run.world > 1:
+        ranks = [None] * run.world
+        torch.distributed.all_gather_object(ranks, mine)
+    if run.rank != 0:
         return
     # best.pt is chosen on the TEST set (there is no validation split in the protocol): record that in the file, so
     # that a number read off it is never mistaken for a result. Report the final model (last.pt, summary.json).
     selection = (f"best.pt: the highest 1-view top-1 of student or teacher on the TEST set over the per-epoch evals "
-                 f"(epoch {state.get('best_epoch')}); test-selected, do not report its accuracy" if best else
-                 f"last.pt: the model at step {state['step']} (the final model once the run has ended)")
-    ckpt = {"format": "fullsvformer", "selection": selection, "model": _unwrap(model).state_dict(),
-            "ema": teacher.state_dict(), "class_names": class_names,
-            "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "rng": rngs,
-            "state": {**state, "wall_time_s": time.perf_counter() - t_start},
-            "meter": {k: float(v) for k, v in meter.items()}, "config": config_to_dict(cfg),
-            "num_classes": _unwrap(model).num_classes}
-    path = run_dir / ("best.pt" if best else "last.pt")
+                 f"(epoch {s['best_epoch']}); test-selected, do not report its accuracy" if best else
+                 f"last.pt: the model at step {s['step']} (the final model once the run has ended)")
+    ckpt = {"format": "fullsvformer", "selection": selection, "model": run.model.state_dict(),
+            "ema": run.teacher.state_dict(), "num_classes": run.data.num_classes,
+            "class_names": run.data.class_names, "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(), "ranks": ranks,
+            "state": {**s, "anl_k": int(run.anl_k), "wall_time_s": time.perf_counter() - run.t_start},
+            "meter": {k: float(v) for k, v in run.meter.items()}, "config": config_to_dict(run.cfg)}
+    path = run.run_dir / ("best.pt" if best else "last.pt")
     tmp = Path(f"{path}.tmp")
     torch.save(ckpt, tmp)
     os.replace(tmp, path)  # atomic: a run killed mid-write keeps the previous checkpoint
 
 
-def load_checkpoint(path: Path, model: nn.Module, teacher: nn.Module, optimizer, scaler, gen, rank: int,
-                    layout: dict) -> dict:
-    """Restore a checkpoint written by `checkpoint`; returns the loop state (with 'meter' and 'rng_global').
-    `layout` (processes, micro-batches per step, steps per epoch) must match the checkpoint's, or the step counter
-    would mean other data."""
+def load_checkpoint(run: Run, path: Path) -> dict:
+    """Restore `run` from a checkpoint written by `checkpoint`; returns this rank's global RNG states, which the
+    caller restores last. The layout (processes, micro-batches per step, steps per epoch) must match the
+    checkpoint's, or the step counter would mean other data."""
     if not path.is_file():
         raise UserError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
     ckpt = read_run_checkpoint(path)
-    saved = ckpt["state"].get("layout", {})
+    saved, layout = ckpt["state"].get("layout", {}), run.state["layout"]
     if saved != layout:
         raise UserError(f"cannot resume {path} exactly: it was written with {saved}, this run has {layout} "
-                         "(keep the number of processes, --global-batch, --labeled-batch and --mu)")
+                        "(keep the number of processes, --global-batch, --labeled-batch and --mu)")
     try:
-        model.load_state_dict(ckpt["model"])
-        teacher.load_state_dict(ckpt["ema"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scaler.load_state_dict(ckpt["scaler"])
-        gen.set_state(ckpt["rng"][rank]["generator"])
+        mine = ckpt["ranks"][run.rank]
+        run.model.load_state_dict(ckpt["model"])
+        run.teacher.load_state_dict(ckpt["ema"])
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.scaler.load_state_dict(ckpt["scaler"])
+        run.gen.set_state(mine["generator"])
+        run.data.bad.load_state_dict(mine["bad"])
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"cannot resume from {path}: {e}") from None
-    return {**ckpt["state"], "meter": ckpt["meter"], "rng_global": ckpt["rng"][rank]["global"]}
+        raise CheckpointError(f"cannot resume from {path}: {type(e).__name__}: {e}") from None
+    run.state, run.meter = ckpt["state"], dict(ckpt["meter"])
+    return mine["global"]
 
 
 # ======================================================================================================================
@@ -2477,6 +2530,8 @@ PRESETS: dict[str, dict[str, dict]] = {
     "ucf101": {"data": dict(labeled=0.01)},
     "hmdb51": {"data": dict(labeled=0.4)},
 }
+
+
 def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
     """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
     p = argparse.ArgumentParser(
