@@ -211,7 +211,9 @@ class TrainConfig:
     warmup_epochs: float = F_(0.0, "linear warmup from 0, in epochs (may be fractional)")
     grad_clip: float = F_(0.0, "clip the global gradient norm to this value (0 = off)")
     # Semi-supervised objective: loss = CE + gamma_kl * KL + gamma_mix * L_mix + gamma_nl * L_NL.
-    ema_momentum: float = F_(0.99, "EMA teacher momentum per optimizer step (assumption: SVFormer fork's 0.99)")
+    ema_momentum: float = F_(0.9227, "EMA teacher momentum per optimizer step, whatever the number of micro-batches "
+                                     "and processes (SVFormer's code: 0.99 at each of its 8 accumulation iterations "
+                                     "per step = 0.99^8 = 0.9227)")
     gamma_kl: float = F_(2.0, "weight of the standardized-KL consistency (assumption: SVFormer's gamma1 = 2)")
     kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)")
     kl_standardize: bool = F_(True, "standardize logits before the KL (the paper's idea); off = plain KL ablation")
@@ -2037,7 +2039,9 @@ def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.momentum, 0.999))
+    # Fused on CUDA: its step counters live on the device, where the foreach version reads them with .item().
+    return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.momentum, 0.999),
+                             fused=next(model.parameters()).is_cuda or None)
 
 
 def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
@@ -2186,6 +2190,7 @@ def setup_run(cfg: Config) -> Run:
                     "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
     model.to(device)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
     micro_per_epoch = steps_per_epoch(data, world)
     if micro_per_epoch < accum:
         raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
