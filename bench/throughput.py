@@ -2,21 +2,24 @@
 
 Everything here builds on fullsvformer's own pieces (build_model, make_optimizer, ssl_losses, ema_update), so the
 numbers measure the training step that `python fullsvformer.py` runs, not a re-implementation of it. Nothing here
-imports torchcodec: decode speed lives in decode_clips_per_s(), which imports bench/decode_speed.py lazily.
+imports torchcodec: decode speed lives in decode_pipeline(), which imports bench/decode_speed.py lazily.
 
 Figures and their meaning:
     clips/s        labeled + unlabeled clips per second (a train step of labeled_batch B_l and mu*B_l unlabeled clips
                    counts B_l + mu*B_l clips); inference counts the clips forwarded.
     flops/clip     torch.utils.flop_counter.FlopCounterMode on one step (2 FLOPs per multiply-add), divided by clips.
-    mfu            achieved FLOP/s / dense-matmul FLOP/s measured in the same process (fp32 on CPU, bf16 on CUDA):
-                   a machine-normalised figure that a slower or busier machine changes far less than clips/s.
-    ours_over_hf   our TimeSformer's forward+backward clips/s / HF transformers' TimesformerForVideoClassification at
-                   the same config and dtype, timed in alternating rounds (medians).
+    mfu            achieved FLOP/s / dense-matmul FLOP/s measured in the same rounds (fp32 on CPU, bf16 on CUDA).
+                   It depends on the CPU model (how fast it runs one big matmul against the model's small GEMMs), so
+                   its baseline is per machine.
+    ours_over_hf   HF transformers' TimesformerForVideoClassification time / ours, timed in the same alternating
+                   rounds (HF: eager, same config and dtype; the work each test compares is in its docstring). HF
+                   shares no code with ours and does the same GEMMs, so this holds across machines.
 """
 from __future__ import annotations
 
 import copy
 import json
+import platform
 import statistics
 import sys
 import time
@@ -322,13 +325,35 @@ def decode_pipeline(tmp: Path, img_size: int = 224) -> Callable[[int], None]:
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# Baseline: machine-normalised figures with a tolerance
+# Baseline: figures against a reference timed in the same rounds, with a tolerance
 # ----------------------------------------------------------------------------------------------------------------------
-# Relative tolerance per metric, chosen from 7 back-to-back runs of the CPU setting (one thread) on a 2-core machine
-# shared with other jobs (load 2-3): the largest drop below the median was 8.5% for train_step.mfu (0.63-0.95,
-# median 0.68), 3% for inference.mfu, 2% for fwd_bwd_vs_hf.mfu and 3.7% for ours_over_hf (0.97-1.05). About 2.5x the
-# worst drop seen; see bench/README.throughput.md.
-DEFAULT_TOLERANCE = {"mfu": 0.2, "ours_over_hf": 0.1}
+# baseline.json holds two kinds of figures per setting key:
+#   "any_machine": ours_over_hf, HF's TimeSformer time / ours in the same rounds. HF shares none of our code but does
+#       the same GEMMs, so the CPU model moves this ratio little (forward+backward: 0.99, ~1.0 and 1.03 on three x86
+#       models) and it is asserted on every machine: a slowdown in our code shows up here wherever CI runs.
+#   "machines": mfu, keyed by machine_key(). It divides by one big fp32 matmul, which CPU models run at very different
+#       speeds relative to the model's small GEMMs (train step: 0.69, 0.45 and 0.48 on the same three), so it is
+#       asserted only on the machine that recorded it; it also catches a slowdown that hits HF alike (torch, threads).
+# Relative tolerances; bench/README.md (Throughput) gives the runs behind them.
+DEFAULT_TOLERANCE = {"train_step.ours_over_hf": 0.25, "inference.ours_over_hf": 0.25,
+                     "fwd_bwd_vs_hf.ours_over_hf": 0.15, "mfu": 0.3}
+
+
+def machine_key(device: torch.device) -> str:
+    """The machine a machine-specific figure belongs to: the GPU's name, or the CPU model and torch's thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            k, _, v = line.partition(":")
+            info.setdefault(k.strip(), v.strip())
+    except OSError:  # not Linux
+        pass
+    name = info.get("model name") or platform.processor() or platform.machine()
+    # VMs often show a generic name ("Intel(R) Xeon(R) Processor"); family and model number tell the chips apart.
+    return (f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
+            f"threads {torch.get_num_threads()}")
 
 
 def load_baseline() -> dict:
@@ -336,21 +361,31 @@ def load_baseline() -> dict:
                                                                         "settings": {}}
 
 
-def update_baseline(key: str, metrics: dict[str, float]) -> None:
+def update_baseline(key: str, machine: str, any_machine: dict[str, float], machine_specific: dict[str, float]) -> None:
     b = load_baseline()
     b.setdefault("tolerance", dict(DEFAULT_TOLERANCE))
-    b.setdefault("settings", {}).setdefault(key, {}).update({k: round(v, 4) for k, v in metrics.items()})
+    ref = b.setdefault("settings", {}).setdefault(key, {})
+    ref.setdefault("any_machine", {}).update({k: round(v, 4) for k, v in any_machine.items()})
+    ref.setdefault("machines", {}).setdefault(machine, {}).update({k: round(v, 4) for k, v in machine_specific.items()})
     BASELINE.write_text(json.dumps(b, indent=1, sort_keys=True) + "\n")
 
 
-def check_baseline(key: str, metrics: dict[str, float], baseline: dict | None = None) -> list[str]:
-    """Regressions: each metric ("test.metric") more than its tolerance (relative, by the part after the last dot)
-    below the baseline of setting `key`. Faster is never an error; a setting or metric without a baseline passes."""
+def check_baseline(key: str, machine: str, metrics: dict[str, float], baseline: dict | None = None
+                   ) -> tuple[list[str], str | None]:
+    """(regressions, note). A regression is a metric ("test.metric") more than its tolerance (relative; by full name,
+    else by the part after the last dot) below its baseline: the setting's any_machine figures always, its figures
+    for `machine` only when that machine has them. Faster never fails; a metric without a baseline passes. The note
+    says that the machine-specific figures were not asserted; None when they were."""
     b = baseline if baseline is not None else load_baseline()
-    tols, ref = {**DEFAULT_TOLERANCE, **b.get("tolerance", {})}, b.get("settings", {}).get(key, {})
+    tols, ref = b.get("tolerance") or DEFAULT_TOLERANCE, b.get("settings", {}).get(key, {})
+    machines = ref.get("machines", {})
+    note = None if machine in machines else (
+        f"{key}: no baseline for this machine ({machine}; known: {sorted(machines) or 'none'}): "
+        "machine-specific figures (mfu) reported, not asserted")
+    expected = {**ref.get("any_machine", {}), **machines.get(machine, {})}
     bad = []
     for k, v in metrics.items():
-        tol = tols.get(k.rsplit(".", 1)[-1], 0.3)
-        if k in ref and v < ref[k] * (1 - tol):
-            bad.append(f"{key}: {k} = {v:.4g} is below the baseline {ref[k]:.4g} by more than {tol:.0%}")
-    return bad
+        tol = tols.get(k, tols.get(k.rsplit(".", 1)[-1], 0.3))
+        if k in expected and v < expected[k] * (1 - tol):
+            bad.append(f"{key}: {k} = {v:.4g} is below the baseline {expected[k]:.4g} by more than {tol:.0%}")
+    return bad, note
