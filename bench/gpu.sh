@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Full-SVFormer train-step throughput on one GPU (ViT-B 8x224, bf16): eager vs torch.compile at labeled_batch 1, 2
-# (mu 5) and with grad_checkpointing; clips/s, MFU against a measured bf16 matmul, peak memory; the HF Timesformer
+# (mu 5) and with grad_checkpointing; clips/s, MFU against a measured bf16 matmul, peak memory, host syncs per step and
+# two micro-steps under torch.cuda.set_sync_debug_mode("error") (any sync fails them); the HF Timesformer
 # fwd+bwd ratio when transformers is installed. Needs torch, timm (no torchcodec, no FFmpeg, no network).
 #
 #   bash bench/gpu.sh [OUT_DIR_OR_JSON]        # default: $OUT, else the current folder; ~4 min, hard limit 290 s

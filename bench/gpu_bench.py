@@ -86,6 +86,28 @@ def sync_points(s: tp.Setting) -> list[str]:
     return found
 
 
+def micro_step_sync_check(s: tp.Setting) -> str:
+    """Two micro-steps (fs.ssl_losses + backward, the part of train()'s loop that repeats per micro-batch) under
+    torch.cuda.set_sync_debug_mode("error"): any host sync raises. The optimizer step's one intended sync (the skip
+    decision) is outside. Returns a one-line verdict."""
+    if torch.device(s.device).type != "cuda":
+        return "not run: needs CUDA"
+    step = tp.SSLStep(dataclasses.replace(s, compile=False))
+    step()  # warm-up: cuBLAS handles, the normalisation constants, allocator pools
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(2):
+            loss, _ = step.losses()
+            loss.backward()
+        return "ok: no host sync in 2 micro-steps"
+    except RuntimeError as e:
+        return f"SYNC in a micro-step: {str(e).splitlines()[0]}"
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        step.optimizer.zero_grad(set_to_none=True)
+
+
 def free(device: torch.device) -> None:
     gc.collect()
     torch._dynamo.reset()
@@ -170,6 +192,8 @@ def print_table(res: dict) -> None:
               f"ours/HF = {h['ours_over_hf']:.2f} (batch {h['batch']}, {h['amp']}, eager)"))
     for n in res.get("sync_points", []):
         print("host sync in one eager step:", n)
+    if "micro_step_sync_check" in res:
+        print("set_sync_debug_mode('error') over 2 micro-steps:", res["micro_step_sync_check"])
     for n in res["notes"]:
         print("note:", n)
 
@@ -189,8 +213,8 @@ def main(argv=None) -> dict:
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("gpu_bench: CUDA is not available (use --device cpu --tiny for a CPU check)")
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    if device.type == "cuda":  # as fs.train(): the fp32 teacher runs on TF32 tensor cores
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     out = Path(a.out)
     out = out if out.suffix == ".json" else out / "gpu_bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +252,7 @@ def main(argv=None) -> dict:
         if i == 0:
             try:
                 res["sync_points"] = sync_points(s)
+                res["micro_step_sync_check"] = micro_step_sync_check(s)
             except Exception as e:
                 res["sync_points"] = [f"check failed: {type(e).__name__}: {e}"]
             free(device)
