@@ -282,3 +282,23 @@ def test_bad_videos_on_one_rank_abort_every_rank(tmp_path):
     assert p.returncode != 0
     assert p.stderr.count("fullsvformer: error: ") == 2, p.stderr[-3000:]  # both ranks, one message each
     assert "failed to decode on 2 process(es)" in p.stderr
+
+
+def test_skipped_video_counts_survive_a_resume(tmp_path):
+    """A run that resumes keeps counting unreadable videos from where its checkpoint left off: a 2-epoch run resumed
+    after epoch 1 ends with the uninterrupted run's counts."""
+    root = tmp_path / "ucf"
+    fs.main(["make-synthetic", "--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
+             "--size", "32", "--length", "20"])
+    flags = [a for a in TINY if a != "synthetic"]
+    flags[flags.index("--dataset") + 1:flags.index("--dataset") + 1] = ["ucf101"]
+    flags += ["--data-root", str(root), "--labeled", "0.02", "--max-bad-fraction", "0.5", "--ckpt-epochs", "1"]
+    data = fs.build_data(fs.parse_config(flags)[0].data, 0)
+    Path(data.unlabeled.path(0)).write_bytes(b"not a video")
+    torch.set_num_threads(1)
+    straight = fs.main(flags + ["--epochs", "2", "--out", str(tmp_path / "a")])
+    fs.main(flags + ["--epochs", "1", "--out", str(tmp_path / "b")])
+    resumed = fs.main(["--resume", str(tmp_path / "b"), "--epochs", "2"])
+    assert straight["bad_videos"] == 1 and straight["bad_skips"] >= 2  # met in both epochs
+    for k in ("bad_videos", "bad_skips", "clips_served", "top1", "teacher_top1"):
+        assert resumed[k] == straight[k], k
