@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fullsvformer as fs  # noqa: E402
+from tools import make_synthetic  # noqa: E402
 
 PEAK = 989e12  # H100/H200 SXM dense bf16 FLOP/s (spec)
 MFU = 0.5
@@ -43,7 +44,7 @@ def write_videos(root: Path, distinct: int = 3, copies: int = 16) -> Path:
     is hard-linked under `copies` train names and one test name (decoding cost does not depend on the content, and
     writing 320 px synthetic videos takes seconds each)."""
     src = root / "src"
-    fs.main(["make-synthetic", "--out", str(src), "--layout", "ucf101", "--classes", "4", "--clips-per-class",
+    make_synthetic.main(["--out", str(src), "--layout", "ucf101", "--classes", "4", "--clips-per-class",
              str(distinct), "--size", "320x240", "--length", "175"])
     lists = root / "ucfTrainTestlist"
     lists.mkdir(parents=True)

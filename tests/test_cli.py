@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import fullsvformer as fs
+from tools import make_synthetic
 from test_train import TINY
 
 ROOT = Path(fs.__file__).parent
@@ -27,7 +28,7 @@ def run_dir(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cli")
     torch.set_num_threads(1)
     fs.main(TINY + ["--out", str(tmp / "run")])
-    fs.main(["make-synthetic", "--out", str(tmp / "videos"), "--layout", "ucf101", "--classes", "3",
+    make_synthetic.main(["--out", str(tmp / "videos"), "--layout", "ucf101", "--classes", "3",
              "--clips-per-class", "2", "--size", "32", "--length", "20"])
     return tmp
 

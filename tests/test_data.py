@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import fullsvformer as fs
+from tools import make_synthetic, make_splits
 
 REPO = Path(fs.__file__).resolve().parent
 SHARED = REPO.parent / "shared" / "data"
@@ -30,7 +31,7 @@ def cfg(**kw):
 @pytest.fixture(scope="module")
 def ucf_videos(tmp_path_factory):
     out = tmp_path_factory.mktemp("synth_ucf")
-    fs.make_synthetic_main(["--out", str(out), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "14",
+    make_synthetic.main(["--out", str(out), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "14",
                             "--size", "48", "--length", "24"])
     return out
 
@@ -110,7 +111,7 @@ def test_committed_split_invariants(dataset, fraction, total, classes, seed):
     assert {y for _, y in lab} == set(range(classes))
     per_class = {"ucf101": {0.01: 1, 0.1: 10}, "hmdb51": {0.4: 28, 0.5: 35, 0.6: 42}}[dataset][fraction]
     assert len(lab) == per_class * classes
-    assert f"# seed: {seed}" in head and any(h.startswith("# command: python fullsvformer.py make-splits") for h in head)
+    assert f"# seed: {seed}" in head and any(h.startswith("# command: python tools/make_splits.py") for h in head)
     sums = [h for h in head if h.startswith("# source-sha256:")]
     assert sums and all(re.fullmatch(r"# source-sha256: [0-9a-f]{64} \S.*", h) for h in sums)
     assert sums == [h for h in head_u if h.startswith("# source-sha256:")]
@@ -128,7 +129,7 @@ def test_other_seeds_draw_other_clips():
 def test_committed_splits_match_official_lists(dataset, fraction, total, classes):
     root = SHARED / dataset
     train, test, _ = (fs.read_ucf101 if dataset == "ucf101" else fs.read_hmdb51)(root, 1)
-    sums = [f"# source-sha256: {s}" for s in fs.split_sources(dataset, root, 1)]
+    sums = [f"# source-sha256: {s}" for s in make_splits.split_sources(dataset, root, 1)]
     for seed in (0, 1, 2):
         lab, head = fs.read_split_file(fs.split_dir(dataset, fraction, seed) / "labeled.txt")
         unl, _ = fs.read_split_file(fs.split_dir(dataset, fraction, seed) / "unlabeled.txt")
@@ -137,9 +138,9 @@ def test_committed_splits_match_official_lists(dataset, fraction, total, classes
         assert (lab, unl) == fs.class_balanced_split(train, fraction, seed, dataset)  # regenerates identically
 
 
-def test_make_splits_main_writes_checked_files(tmp_path):
+def test_make_splits_tool_writes_checked_files(tmp_path):
     fake_ucf(tmp_path / "root")
-    fs.make_splits_main(["--dataset", "ucf101", "--root", str(tmp_path / "root"), "--fractions", "0.5",
+    make_splits.main(["--dataset", "ucf101", "--root", str(tmp_path / "root"), "--fractions", "0.5",
                          "--seeds", "3", "--out", str(tmp_path / "splits")])
     lab, head = fs.read_split_file(tmp_path / "splits/ucf101/50pct/seed3/labeled.txt")
     unl, _ = fs.read_split_file(tmp_path / "splits/ucf101/50pct/seed3/unlabeled.txt")
@@ -318,7 +319,7 @@ def test_real_files_end_to_end_with_workers(ucf_videos):
 
 
 def test_hmdb_layout_end_to_end(tmp_path):
-    fs.make_synthetic_main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "2", "--clips-per-class", "10",
+    make_synthetic.main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "2", "--clips-per-class", "10",
                             "--size", "32", "--length", "16"])
     data = fs.build_data(cfg(dataset="hmdb51", data_root=str(tmp_path), labeled=0.45), 0)  # no committed 45% split
     assert data.class_names == ["stay_still", "vertical"] and len(data.test) == 6 and len(data.labeled) == 6  # 45% of 6 train clips per class = 3
@@ -328,7 +329,7 @@ def test_hmdb_layout_end_to_end(tmp_path):
 def test_lists_class_names_are_the_folder_only_when_every_clip_agrees(tmp_path):
     """--dataset lists: a class is named after its videos' folder when they all share it (SVFormer's lists), and by
     its number when they do not, so a name shown by `predict` is never a guess."""
-    fs.make_synthetic_main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "3", "--clips-per-class", "2",
+    make_synthetic.main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "3", "--clips-per-class", "2",
                             "--size", "32", "--length", "16"])
     rows = {"train.csv": ["stay_still/stay_still_clip_0.avi 0", "vertical/vertical_clip_0.avi 1",
                           "horizontal/horizontal_clip_0.avi 2"],

@@ -14,6 +14,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import fullsvformer as fs
+from tools import make_synthetic
 from test_train import TINY
 
 ROOT = Path(fs.__file__).parent
@@ -266,7 +267,7 @@ def test_bad_videos_on_one_rank_abort_every_rank(tmp_path):
     """One unreadable video and --max-bad-fraction 0 under 2-process DDP: the rank that meets it and its peer both
     stop with the same message at the same step, instead of the peer waiting for a dead rank until the timeout."""
     root = tmp_path / "ucf"
-    fs.main(["make-synthetic", "--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "20",
+    make_synthetic.main(["--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "20",
              "--size", "32", "--length", "20"])
     data = fs.build_data(fs.parse_config(["--dataset", "ucf101", "--data-root", str(root), "--labeled", "0.02"])[0]
                          .data, 0)
@@ -288,7 +289,7 @@ def test_skipped_video_counts_survive_a_resume(tmp_path):
     """A run that resumes keeps counting unreadable videos from where its checkpoint left off: a 2-epoch run resumed
     after epoch 1 ends with the uninterrupted run's counts."""
     root = tmp_path / "ucf"
-    fs.main(["make-synthetic", "--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
+    make_synthetic.main(["--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
              "--size", "32", "--length", "20"])
     flags = [a for a in TINY if a != "synthetic"]
     flags[flags.index("--dataset") + 1:flags.index("--dataset") + 1] = ["ucf101"]

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import fullsvformer as fs
+from tools import make_synthetic
 
 ROOT = Path(fs.__file__).parent
 # A model and dataset small enough that an epoch takes about a second on 2 cores.
@@ -347,7 +348,7 @@ def test_training_on_real_video_files_ucf101_layout(tmp_path):
     """The whole path on files: make-synthetic writes AVIs in the UCF-101 layout, training decodes them.
     (UCF-101 reads x%% as x clips per class, as SVFormer: 0.02 = 2 labeled clips per class.)"""
     root = tmp_path / "ucf"
-    fs.main(["make-synthetic", "--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
+    make_synthetic.main(["--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
              "--size", "32", "--length", "20"])
     flags = [a for a in TINY if a not in ("synthetic",)]
     flags[flags.index("--dataset") + 1:flags.index("--dataset") + 1] = ["ucf101"]

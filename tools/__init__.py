@@ -1,0 +1,1 @@
+"""Dataset preparation around fullsvformer.py (a run never needs these): split generation, synthetic video files."""
