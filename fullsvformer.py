@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import random
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -39,10 +40,18 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint
 import torch.utils.data
+import yaml
+from safetensors.torch import load_file as load_safetensors
+from tqdm import tqdm
+
+# Imported where first used, because importing them costs: timm (1.8 s here, for the model's layers), torchvision
+# (1.3 s, for the augmentations) and torchcodec (it needs FFmpeg's libraries, which a machine that only evaluates
+# or benchmarks the model may lack). `import fullsvformer` then needs none of them.
 
 log = logging.getLogger("fullsvformer")
 
@@ -328,13 +337,11 @@ def _checked_value(key: str, v: Any, default: Any, choices: tuple | None) -> Any
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    import yaml
     Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
 def read_config_file(path: str | Path) -> dict:
     """The {section: {field: value}} dict of a YAML config file; errors name the file."""
-    import yaml
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -497,7 +504,7 @@ class TimeSformer(nn.Module):
     def __init__(self, num_classes: int, num_frames: int = 8, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  drop_path: float = 0.1, head_dropout: float = 0.0, in_chans: int = 3):
-        from timm.layers import PatchEmbed, trunc_normal_
+        from timm.layers import PatchEmbed
         super().__init__()
         self.num_classes, self.num_frames, self.embed_dim = num_classes, num_frames, embed_dim
         self.patch_embed = PatchEmbed(img_size, patch_size, in_chans, embed_dim)  # per-frame 16x16 conv
@@ -512,8 +519,8 @@ class TimeSformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_classes)
         self.grad_checkpointing = False
 
-        trunc_normal_(self.pos_embed, std=0.02)
-        trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
         for blk in self.blocks:  # zero temporal_fc in every block (the official code skips block 0)
             nn.init.zeros_(blk.temporal_fc.weight)
@@ -521,9 +528,8 @@ class TimeSformer(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
-        from timm.layers import trunc_normal_
         if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
+            nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
@@ -621,25 +627,6 @@ class CheckpointError(UserError):
     """A checkpoint that cannot be loaded as asked: the message names the file and the offending keys."""
 
 
-@dataclass
-class LoadReport:
-    source: str
-    format: str
-    loaded: list[str] = field(default_factory=list)  # copied as they are
-    adapted: dict[str, str] = field(default_factory=dict)  # key -> what was done (copied, resized, ...)
-    initialized: list[str] = field(default_factory=list)  # not in the checkpoint, kept at the model's init
-    ignored: list[str] = field(default_factory=list)  # in the checkpoint, deliberately not used (e.g. the head)
-
-    def __str__(self) -> str:
-        lines = [f"loaded {self.source} ({self.format}): {len(self.loaded)} tensors as they are"]
-        lines += [f"  adapted {k}: {v}" for k, v in self.adapted.items()]
-        if self.initialized:
-            lines.append(f"  kept at init (not in the checkpoint): {', '.join(self.initialized)}")
-        if self.ignored:
-            lines.append(f"  ignored: {', '.join(self.ignored)}")
-        return "\n".join(lines)
-
-
 def _abbrev(keys, n: int = 10) -> str:
     keys = sorted(keys)
     return ", ".join(keys[:n]) + (f" ... ({len(keys)} in all)" if len(keys) > n else "")
@@ -671,9 +658,8 @@ def torch_load(path: str | Path) -> dict:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
         try:
-            return load_file(str(path))
+            return load_safetensors(str(path))
         except Exception as e:
             raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
     try:  # mmap avoids a second copy of large checkpoints; legacy (non-zip) files cannot be mapped
@@ -759,7 +745,6 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
 
 def hf_to_timesformer_keys(state: dict[str, torch.Tensor], where: str = "") -> dict[str, torch.Tensor]:
     """Rename HF transformers Timesformer keys to the official TimeSformer names (reference.md section 5)."""
-    import re
     out, unknown = {}, []
     for k, v in state.items():
         name, _, param = k.rpartition(".")
@@ -795,7 +780,7 @@ def resize_time_embed(time_embed: torch.Tensor, num_frames: int) -> torch.Tensor
     return x.transpose(1, 2).to(time_embed.dtype)
 
 
-def load_pretrained(model: TimeSformer, source: str | Path) -> LoadReport:
+def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
     """Load weights into `model` from any supported checkpoint (see read_checkpoint), adapting where meaningful.
 
     - image ViT: spatial attn/norm1 are copied into temporal_attn/temporal_norm1; time_embed and temporal_fc keep
@@ -803,10 +788,12 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> LoadReport:
     - pos_embed is resized (bicubic, 2-D) and time_embed interpolated when the grid or T differs;
     - the head is dropped (kept at init) when the class count differs.
     Anything else (unknown keys, missing keys, shape mismatches) raises CheckpointError listing the keys.
+    Returns {"format", "adapted": {key: what was done}, "initialized": [kept at the model's init], "ignored": [...]},
+    which is also logged in one line.
     """
     state, fmt, path = read_checkpoint(source)
     target = model.state_dict()
-    report = LoadReport(source=path, format=fmt)
+    report = {"format": fmt, "adapted": {}, "initialized": [], "ignored": []}
     allowed_missing = set()
     if fmt == "vit":
         for k in list(state):
@@ -814,22 +801,22 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> LoadReport:
                 tk = k.replace(".attn.", ".temporal_attn.").replace(".norm1.", ".temporal_norm1.")
                 if tk not in state:
                     state[tk] = state[k]
-                    report.adapted[tk] = f"copied from {k}"
+                    report["adapted"][tk] = f"copied from {k}"
         allowed_missing = {k for k in target if k == "time_embed" or ".temporal_fc." in k}
     if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape \
             and state["pos_embed"].shape[-1] == target["pos_embed"].shape[-1]:
         old = tuple(state["pos_embed"].shape)
         state["pos_embed"] = resize_pos_embed(state["pos_embed"], target["pos_embed"].shape[1] - 1)
-        report.adapted["pos_embed"] = f"resized bicubic {old} -> {tuple(target['pos_embed'].shape)}"
+        report["adapted"]["pos_embed"] = f"resized bicubic {old} -> {tuple(target['pos_embed'].shape)}"
     if "time_embed" in state and state["time_embed"].shape != target["time_embed"].shape \
             and state["time_embed"].shape[-1] == target["time_embed"].shape[-1]:
         old = tuple(state["time_embed"].shape)
         state["time_embed"] = resize_time_embed(state["time_embed"], target["time_embed"].shape[1])
-        report.adapted["time_embed"] = f"interpolated {old} -> {tuple(target['time_embed'].shape)}"
+        report["adapted"]["time_embed"] = f"interpolated {old} -> {tuple(target['time_embed'].shape)}"
     head = [k for k in state if k.startswith("head.")]
     if head and any(state[k].shape != target.get(k, state[k]).shape for k in head):
         for k in head:
-            report.ignored.append(f"{k} {tuple(state.pop(k).shape)} (class count differs from the model's "
+            report["ignored"].append(f"{k} {tuple(state.pop(k).shape)} (class count differs from the model's "
                                   f"{model.num_classes})")
     allowed_missing |= {k for k in target if k.startswith("head.") and not any(h in state for h in head)}
 
@@ -849,14 +836,14 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> LoadReport:
                               f"(D={model.embed_dim}, depth={len(model.blocks)}, T={model.num_frames}): "
                               + "; ".join(problems))
     for k in target:
-        if k in state:
-            if k not in report.adapted:
-                report.loaded.append(k)
-        else:
-            report.initialized.append(k)
+        if k not in state:
+            report["initialized"].append(k)
             state[k] = target[k]
     model.load_state_dict(state, strict=True)  # strict: every key was checked above, nothing is skipped silently
-    log.info("%s", report)
+    log.info("loaded %s (%s): %d tensors as they are; adapted: %s; kept at init: %s; ignored: %s", path, fmt,
+             len(target) - len(report["adapted"]) - len(report["initialized"]),
+             _abbrev(f"{k} ({v})" for k, v in report["adapted"].items()) or "-",
+             _abbrev(report["initialized"]) or "-", _abbrev(report["ignored"]) or "-")
     return report
 
 
@@ -1847,7 +1834,6 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     sums them: same argmax). full=False: one centre view, the cheap eval during training. Under DDP each rank
     evaluates every world-th video and the counts are summed, so the result is exact.
     """
-    from tqdm import tqdm
     K = data.num_classes
     counts = {n: torch.zeros(3, K, dtype=torch.float64, device=device) for n in models}  # top1, top5, total per class
     was_training = {n: m.training for n, m in models.items()}
@@ -1873,7 +1859,7 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     out = {}
     for name, c in counts.items():
         if world > 1:
-            torch.distributed.all_reduce(c)
+            dist.all_reduce(c)
         n = c[2].sum().clamp(min=1)
         per_class = (100 * c[0] / c[2].clamp(min=1)).tolist()
         out[name] = {"top1": float(100 * c[0].sum() / n), "top5": float(100 * c[1].sum() / n),
@@ -1891,7 +1877,6 @@ def init_distributed() -> tuple[int, int, int]:
     """(rank, world, local_rank) under torchrun (env vars set), else (0, 1, 0). NCCL on CUDA, gloo on CPU."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1, 0
-    import torch.distributed as dist
     local = int(os.environ.get("LOCAL_RANK", 0))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
@@ -2125,7 +2110,6 @@ def setup_run(cfg: Config) -> Run:
 
 def train(cfg: Config) -> dict:
     """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set."""
-    from tqdm import tqdm
     run = setup_run(cfg)
     cfg, t, s = run.cfg, cfg.train, run.state
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
@@ -2185,7 +2169,7 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
     if run.world > 1:
         mine = torch.stack([nonfinite.long(), step_k.long(), torch.tensor(failed, device=step_k.device)])
         every = [torch.empty_like(mine) for _ in range(run.world)]
-        torch.distributed.all_gather(every, mine)
+        dist.all_gather(every, mine)
         every = torch.stack(every)  # (world, 3)
         step_k = every[:, 1].amax()
         nonfinite, failed = torch.stack([every[:, 0].amax(), every[:, 2].sum()]).tolist()  # one host sync
@@ -2286,7 +2270,7 @@ def default_run_dir(cfg: Config, world: int = 1) -> str:
     """runs/<dataset>-<labeled>-<time>; under torchrun the time is rank 0's, shared, so every rank writes one run."""
     name = [f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}"]
     if world > 1:
-        torch.distributed.broadcast_object_list(name, src=0)
+        dist.broadcast_object_list(name, src=0)
     return name[0]
 
 
@@ -2361,7 +2345,7 @@ def checkpoint(run: Run, best: bool = False) -> None:
     ranks = [mine]
     if run.world > 1:
         ranks = [None] * run.world
-        torch.distributed.all_gather_object(ranks, mine)
+        dist.all_gather_object(ranks, mine)
     if run.rank != 0:
         return
     # best.pt is chosen on the TEST set (there is no validation split in the protocol): record that in the file, so
@@ -2593,16 +2577,16 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         summary = train(cfg)
         # On success, wait for every rank: one that tears gloo down while a peer still talks to it can abort (SIGABRT).
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.barrier()
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
         return summary
     except torch.OutOfMemoryError as e:
         raise torch.OutOfMemoryError(f"{e}\nOut of memory: lower --labeled-batch (keep --global-batch: gradients "
                                      "are accumulated), add --grad-checkpointing, or use fewer --num-frames / a "
                                      "smaller --img-size.") from None
     finally:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def cli(argv: list[str] | None = None) -> int:

@@ -100,8 +100,8 @@ def test_T1_equals_timm_vit():
     vit = timm_vit()
     m = small_model(T=1)
     rep = fs.load_pretrained(m, save(vit.state_dict(), "vit.pth"))
-    assert rep.format == "vit"
-    assert any(k.endswith("temporal_attn.qkv.weight") for k in rep.adapted)
+    assert rep["format"] == "vit"
+    assert any(k.endswith("temporal_attn.qkv.weight") for k in rep["adapted"])
     img = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         ref = vit(img)
@@ -126,7 +126,7 @@ def test_logits_equal_hf_transformers(tmp_path):
     hf.save_pretrained(tmp_path / "hf")
     m = small_model()
     rep = fs.load_pretrained(m, tmp_path / "hf")
-    assert rep.format == "hf" and not rep.initialized and not rep.ignored
+    assert rep["format"] == "hf" and not rep["initialized"] and not rep["ignored"]
     x = torch.randn(2, 3, 4, 32, 32)
     with torch.no_grad():
         ref = hf(pixel_values=x.transpose(1, 2)).logits  # HF takes (B, T, C, H, W)
@@ -165,8 +165,8 @@ def test_vit_formats(wrap, ext):
     path = save(sd if wrap is None else {wrap: sd}, f"vit_{wrap}{ext}")
     m = small_model(T=4)
     rep = fs.load_pretrained(m, path)
-    assert rep.format == "vit"
-    assert set(rep.initialized) == {"time_embed"} | {f"blocks.{i}.temporal_fc.{p}" for i in range(2)
+    assert rep["format"] == "vit"
+    assert set(rep["initialized"]) == {"time_embed"} | {f"blocks.{i}.temporal_fc.{p}" for i in range(2)
                                                      for p in ("weight", "bias")}
     torch.testing.assert_close(m.blocks[1].temporal_attn.qkv.weight, vit.blocks[1].attn.qkv.weight)
     torch.testing.assert_close(m.blocks[0].temporal_norm1.bias, vit.blocks[0].norm1.bias)
@@ -178,7 +178,7 @@ def test_official_pyth_round_trip():
     path = save({"epoch": 15, "model_state": {"model." + k: v for k, v in src.state_dict().items()},
                  "optimizer_state": {}, "cfg": "TRAIN: ..."}, "official.pyth")
     m = small_model()
-    assert fs.load_pretrained(m, path).format == "official"
+    assert fs.load_pretrained(m, path)["format"] == "official"
     assert_same_weights(src, m)
 
 
@@ -198,7 +198,7 @@ def test_own_checkpoint_student_and_teacher():
     path = save({"format": "fullsvformer", "model": {"_orig_mod." + k: v for k, v in student.state_dict().items()},
                  "ema": teacher.state_dict(), "step": 7}, "last.pt")
     m = small_model()
-    assert fs.load_pretrained(m, path).format == "ours"
+    assert fs.load_pretrained(m, path)["format"] == "ours"
     assert_same_weights(student, m)
     fs.load_pretrained(m, f"{path}:teacher")
     assert_same_weights(teacher, m)
@@ -229,7 +229,7 @@ def test_timm_name_loads_offline_from_the_cache(tmp_path):
     code = f"""
 import torch, fullsvformer as fs
 m = fs.TimeSformer(num_classes=7, num_frames=2, img_size=224, embed_dim=192, depth=12, num_heads=3)
-assert fs.load_pretrained(m, "timm:{TIMM_TINY}").format == "vit"
+assert fs.load_pretrained(m, "timm:{TIMM_TINY}")["format"] == "vit"
 ref = torch.load({str(tmp_path / "expected.pt")!r})
 assert torch.equal(m.blocks[11].attn.qkv.weight, ref["blocks.11.attn.qkv.weight"])
 assert torch.equal(m.blocks[3].temporal_attn.proj.bias, ref["blocks.3.attn.proj.bias"])
@@ -256,8 +256,8 @@ def test_pos_embed_is_resized_bicubically_and_head_dropped():
     m = small_model(num_classes=5, img=64)  # 4x4 grid, 5 classes
     head_before = m.head.weight.clone()
     rep = fs.load_pretrained(m, save(vit.state_dict(), "vit32.pth"))
-    assert "pos_embed" in rep.adapted and "bicubic" in rep.adapted["pos_embed"]
-    assert any("head.weight" in s for s in rep.ignored)
+    assert "pos_embed" in rep["adapted"] and "bicubic" in rep["adapted"]["pos_embed"]
+    assert any("head.weight" in s for s in rep["ignored"])
     torch.testing.assert_close(m.head.weight, head_before)
     ref = fs.resize_pos_embed(vit.pos_embed.detach(), 16)
     torch.testing.assert_close(m.pos_embed.detach(), ref)
@@ -272,7 +272,7 @@ def test_time_embed_is_interpolated():
     m = small_model(T=8)
     rep = fs.load_pretrained(m, save({"model_state": {"model." + k: v for k, v in src.state_dict().items()}},
                                      "t4.pyth"))
-    assert "time_embed" in rep.adapted
+    assert "time_embed" in rep["adapted"]
     assert m.time_embed.shape == (1, 8, 64)
     # Linear interpolation keeps the end points' neighbourhood: first and last frames match the source's.
     torch.testing.assert_close(m.time_embed[:, 0], src.time_embed[:, 0])

@@ -84,7 +84,7 @@ def test_checkpoint_loads_as_pretrained_student_and_teacher(tiny_run):
     assert ckpt["format"] == "fullsvformer" and ckpt["state"]["step"] == 12
     assert not any(k.startswith(("_orig_mod.", "module.")) for k in ckpt["model"])
     m = fs.build_model(fs.load_config(out / "config.yaml").model, 3, 4, 16)
-    assert fs.load_pretrained(m, out / "last.pt").format == "ours"
+    assert fs.load_pretrained(m, out / "last.pt")["format"] == "ours"
     fs.load_pretrained(m, f"{out / 'last.pt'}:teacher")
     torch.testing.assert_close(m.state_dict()["head.weight"], ckpt["ema"]["head.weight"])
 
