@@ -81,4 +81,12 @@ def test_ssl_step_runs_and_counts_flops():
     before = [p.detach().clone() for p in step.teacher.parameters()]
     step()
     assert any(not torch.equal(a, p) for a, p in zip(before, step.teacher.parameters()))  # EMA moved the teacher
-    assert step.flops() > 0 and s.clips_per_step == 3
+    # Known answer: the step's FLOPs are the teacher's forward on the Bu unlabeled clips plus the student's forward and
+    # backward on Bl + 2 Bu clips (labeled, strong, token-mixed), less the patch embedding of the Bu mixed clips, which
+    # are mixed after it (forward and weight gradient: 2 x 2 x T x N x (3 P^2) x D FLOPs per clip).
+    Bl, Bu = s.labeled_batch, s.labeled_batch * s.mu
+    D, N = step.model.embed_dim, (s.img_size // s.patch_size) ** 2
+    patch_embed = 2 * 2 * s.num_frames * N * 3 * s.patch_size ** 2 * D
+    expected = (tp.FwdBwd(s, "ours", Bu, train=False).flops() + tp.FwdBwd(s, "ours", Bl + 2 * Bu).flops()
+                - Bu * patch_embed)
+    assert step.flops() == expected and s.clips_per_step == 3
