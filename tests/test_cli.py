@@ -47,10 +47,10 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list, str]]:
             ("bad config value", ["--config", tmp / "bad_value.yaml"], "train.lr='fast' is not a number"),
             ("broken YAML", ["--config", tmp / "broken.yaml"], "broken.yaml is not valid YAML"),
             ("negative lr", ["--lr", "-1"], "train.lr=-1.0 must be > 0"),
-            ("labeled fraction above 1", ["--labeled", "2.0"], "labeled: 2.0 is not a fraction"),
+            ("labeled fraction above 1", ["--labeled", "2.0"], "data.labeled=2.0 must be in (0, 1]"),
             ("resume of a missing run", ["--resume", tmp / "no_such_run"], "no_such_run/config.yaml does not exist"),
             ("eval of a non-checkpoint", ["eval", "--checkpoint", tmp / "notes.pt"], "notes.pt is not a PyTorch"),
-            ("zero frames", ["--num-frames", "0"], "num_frames: must be at least 1")]
+            ("zero frames", ["--num-frames", "0"], "data.num_frames=0 must be >= 1")]
 
 
 @pytest.mark.parametrize("case", range(9))
