@@ -32,6 +32,7 @@ import math
 import os
 import random
 import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -372,7 +373,8 @@ def seed_everything(seed: int) -> None:
 
 
 # Random streams. Every random draw of a run comes from one of these, seeded by stream_seed(name, *keys), so that no
-# stream shifts another: neither the worker count, nor the number of processes, nor a mid-epoch resume changes a draw.
+# stream shifts another: neither the worker count nor a mid-epoch resume changes a draw, and the data order and every
+# clip's augmentation are the same for any number of processes (the device and dropout streams are per rank).
 #   stream           keys                                      draws
 #   (torch global)   train.seed                                the model's init, the same on every rank
 #   labeled_order    seed, epoch, pass                         the order of one pass over the labeled set
@@ -382,8 +384,8 @@ def seed_everything(seed: int) -> None:
 #     strong         sample seed                                 temporal warping (RandAugment: the weak view's stream)
 #     replacement    sample seed, attempt                        the clip that stands in for an unreadable video
 #   device           seed, rank                                Tube TokenMix (lambda, mask, partners), channel dropout
-#   dropout          seed, rank, step                          dropout and drop-path (torch's global RNG, reseeded at
-#                                                              the start and on resume)
+#   dropout          seed, rank, step                          dropout and drop-path (torch's global RNG, seeded at the
+#                                                              start; a resume restores its state from the checkpoint)
 #   loader           seed                                      the DataLoader's own base seed (unused by the draws)
 #   synth_clip       synth_seed, clip                          a synthetic clip's content
 #   synth_noise      synth_seed, clip, frame                   its per-frame noise
@@ -394,18 +396,27 @@ RNG_STREAMS = ("labeled_order", "unlabeled_order", "sample", "clip_start", "stro
 
 
 def stream_seed(name: str, *keys: int) -> int:
-    """The 63-bit seed of random stream `name` at `keys` (see RNG_STREAMS); SeedSequence hashing, so nearby keys give
-    unrelated seeds."""
-    xs = [RNG_STREAMS.index(name) + 1, *keys]
-    return int(np.random.SeedSequence([int(x) & 0xFFFFFFFF for x in xs]).generate_state(2, np.uint32).astype(np.uint64)
-               .dot(np.array([1 << 31, 1], dtype=np.uint64)))
+    """The 63-bit seed of random stream `name` at `keys` (see RNG_STREAMS), keys up to 64 bits each (sample seeds are
+    keys too); SeedSequence hashing, so nearby keys give unrelated seeds."""
+    words = [w for x in (RNG_STREAMS.index(name) + 1, *keys) for w in (int(x) & 0xFFFFFFFF, int(x) >> 32 & 0xFFFFFFFF)]
+    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; anything else is passed to torch.device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """'auto' picks CUDA when present, else CPU; anything else is parsed by torch.device and must exist here. A CUDA
+    device comes back with its index, made current, with TF32 on for fp32 matmuls (the fp32 EMA teacher, --amp none):
+    training, eval and predict then compute alike."""
+    try:
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    except RuntimeError as e:
+        raise UserError(f"--device {name!r}: {e}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: no such CUDA device on this machine; use --device cpu or auto")
+        dev = torch.device("cuda", torch.cuda.current_device() if dev.index is None else dev.index)
+        torch.cuda.set_device(dev)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    return dev
 
 
 def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractContextManager:
@@ -644,12 +655,12 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     log.info("timm:%s: loading through timm (its local cache, else a download from the hub)", name)
     try:
         return timm.create_model(name, pretrained=True).state_dict()
-    except Exception as e:  # huggingface_hub's LocalEntryNotFoundError offline, HTTP errors, ...
+    except OSError as e:  # offline: huggingface_hub's LocalEntryNotFoundError, OfflineModeIsEnabled; HTTP errors
         where = (f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id
                  else pcfg.url)
         raise CheckpointError(f"timm:{name} is neither in the local caches nor downloadable here "
                               f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download {where} on a machine "
-                              "with internet and pass it as --pretrained /path/to/file") from None
+                              "with internet and pass it as --pretrained /path/to/file") from e
 
 
 def torch_load(path: str | Path) -> dict:
@@ -662,7 +673,7 @@ def torch_load(path: str | Path) -> dict:
         try:
             return load_safetensors(str(path))
         except Exception as e:
-            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from None
+            raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
     try:  # mmap avoids a second copy of large checkpoints; legacy (non-zip) files cannot be mapped
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
@@ -670,7 +681,7 @@ def torch_load(path: str | Path) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
             raise CheckpointError(f"{path} is not a PyTorch checkpoint that loads with weights_only=True: "
-                                  f"{str(e).splitlines()[0][:300]}") from None
+                                  f"{str(e).splitlines()[0][:300]}") from e
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, expected a state dict (a mapping of tensors)")
     return obj
@@ -1285,7 +1296,7 @@ class VideoClips(torch.utils.data.Dataset):
             out.pop("warp", None)
             return dict(out, label=self.entries[j][1], index=j, bad="\n".join(bad))
         raise UserError(f"10 videos in a row failed to decode in the {self.name} set, starting at {self.path(i)}; "
-                           f"last: {bad[-1]}")
+                        f"last: {bad[-1]}")
 
     def test_item(self, i: int, full: bool = True) -> dict:
         """All test views of video i: clips uniformly spaced × spatial crops -> {"views": (V, T, C, S, S), ...}.
@@ -1475,6 +1486,9 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
     ds = [make(e, n) for e, n in ((labeled, "labeled"), (unlabeled, "unlabeled"), (test, "test"))]
     if cfg.dataset != "synthetic":
         _check_files(ds)
+    if len(names) < 2:
+        raise UserError(f"{cfg.dataset}: {len(names)} class; classification needs at least 2 (logit standardization "
+                        "divides by the spread of the class logits)")
     if not len(ds[0]):
         raise UserError("the labeled set is empty")
     if cfg.mu > 0 and not len(ds[1]):
@@ -1588,9 +1602,18 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
         data._loaders[key] = (_loader(data, train_set, sampler, _collate_train, persistent=True), sampler)
     loader, sampler = data._loaders[key]
     sampler.epoch, sampler.start, sampler.end = epoch, start_step, end_step
-    for lab, unl, bad, served in loader:
+    for lab, unl, bad, served in _worker_errors(loader):
         data.bad.record(bad, served)
         yield lab, unl
+
+
+def _worker_errors(batches):
+    """Iterate a DataLoader. A UserError raised in a worker comes back with the worker's traceback in its message:
+    re-raise it with the original message alone, so the CLI prints one line."""
+    try:
+        yield from batches
+    except UserError as e:
+        raise UserError(str(e).rsplit("UserError: ", 1)[-1].strip()) from e
 
 
 class _EvalSet(torch.utils.data.Dataset):
@@ -1601,7 +1624,11 @@ class _EvalSet(torch.utils.data.Dataset):
         return len(self.test)
 
     def __getitem__(self, i):
-        return self.test.test_item(i, self.full)
+        try:
+            return self.test.test_item(i, self.full)
+        except BadVideo as e:
+            raise UserError(f"test video {e} (an unreadable test video is an error: skipping it would change the "
+                            "test set)") from e
 
 
 def _collate_eval(items: list[dict]) -> dict:
@@ -1616,7 +1643,8 @@ def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
     c = data.cfg
     shard = list(range(rank, len(data.test), world))
     batches = [shard[i:i + c.eval_batch] for i in range(0, len(shard), c.eval_batch)]
-    yield from _loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False) if batches else ()
+    if batches:
+        yield from _worker_errors(_loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False))
 
 
 # ======================================================================================================================
@@ -1814,7 +1842,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     update is 1% of the weight, below bf16's resolution). Buffers are copied, not averaged.
     """
     t_params = list(teacher.parameters())
-    s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params)]  # no-op when dtypes match
+    s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params, strict=True)]
     # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
     torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)
     for t_buf, s_buf in zip(teacher.buffers(), student.buffers()):
@@ -1844,19 +1872,18 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="video",
                unit_scale=data.cfg.eval_batch,  # progress and rate in videos (the last batch may be partial)
                desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
-    for b in bar:
-        views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
-        B, V = views.shape[:2]
-        x = normalize_clips(views.flatten(0, 1), data.cfg.mean, data.cfg.std)  # (B*V, C, T, H, W)
-        y = b["label"].to(device, non_blocking=True)
-        for name, m in models.items():
-            with autocast_context(device, amp):
-                logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K)
-            top5 = logits.topk(min(5, K), dim=-1).indices  # (B, 5)
-            c = counts[name]
-            c[0].index_add_(0, y, (top5[:, 0] == y).double())
-            c[1].index_add_(0, y, (top5 == y[:, None]).any(dim=-1).double())
-            c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
+    failed = ""
+    try:
+        for b in bar:
+            evaluate_batch(models, counts, b, data.cfg, K, device, amp)
+    except UserError as e:  # an unreadable test video: every process stops, not only the one that met it
+        failed = str(e)
+    if world > 1:
+        flag = torch.tensor(float(bool(failed)), device=device)
+        dist.all_reduce(flag)
+        failed = failed or ("a test video failed to decode on another process" if flag.item() else "")
+    if failed:
+        raise UserError(failed)
     out = {}
     for name, c in counts.items():
         if world > 1:
@@ -1867,6 +1894,24 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
                      "per_class_top1": [round(v, 3) for v in per_class], "videos": int(c[2].sum())}
         models[name].train(was_training[name])
     return out
+
+
+@torch.no_grad()
+def evaluate_batch(models: dict[str, nn.Module], counts: dict[str, torch.Tensor], b: dict, dcfg: "DataConfig",
+                   K: int, device: torch.device, amp: str) -> None:
+    """Add one eval batch's top-1 hits, top-5 hits and videos per class to each model's `counts` (3, K)."""
+    views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
+    B, V = views.shape[:2]
+    x = normalize_clips(views.flatten(0, 1), dcfg.mean, dcfg.std)  # (B*V, C, T, H, W)
+    y = b["label"].to(device, non_blocking=True)
+    for name, m in models.items():
+        with autocast_context(device, amp):
+            logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K): views averaged
+        top5 = logits.topk(min(5, K), dim=-1).indices  # (B, 5)
+        c = counts[name]
+        c[0].index_add_(0, y, (top5[:, 0] == y).double())
+        c[1].index_add_(0, y, (top5 == y[:, None]).any(dim=-1).double())
+        c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
 
 
 # ======================================================================================================================
@@ -1918,7 +1963,7 @@ def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, nesterov=True)
-    # Fused on CUDA: its step counters live on the device, where the foreach version reads them with .item().
+    # Fused on CUDA: one kernel per parameter group for the whole update.
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.momentum, 0.999),
                              fused=next(model.parameters()).is_cuda or None)
 
@@ -2044,69 +2089,74 @@ def setup_run(cfg: Config) -> Run:
     """Everything one training process needs, restored from RUN_DIR/last.pt when cfg.train.resume is set."""
     t = cfg.train
     rank, world, local = init_distributed()
-    device = pick_device(t.device) if world == 1 or not torch.cuda.is_available() else torch.device("cuda", local)
-    if device.type == "cuda":  # the fp32 teacher (and fp32 runs) use TF32 tensor cores
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    device = pick_device(t.device if world == 1 or not torch.cuda.is_available() else f"cuda:{local}")
     amp = resolve_amp(t.amp, device)
     labeled_batch, accum = batch_layout(t.global_batch, cfg.data.labeled_batch, world)
     asked = cfg.data.labeled_batch
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
-    run_dir = Path(t.resume or t.out or default_run_dir(cfg, world))
+    run_dir, created = run_directory(cfg, world)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir, rank)
-    if labeled_batch != asked:
-        log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
-                 "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
+    try:
+        setup_logging(run_dir, rank)
+        if labeled_batch != asked:
+            log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
+                     "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
 
-    seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
-    model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-    if cfg.model.pretrained and not t.resume:
-        load_pretrained(model, cfg.model.pretrained)
-    elif cfg.data.dataset != "synthetic" and not t.resume:
-        log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
-                    "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
-    model.to(device)
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)
-    _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
-    micro_per_epoch = steps_per_epoch(data, world)
-    if micro_per_epoch < accum:
-        raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
-                        f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the {accum} "
-                        f"that make one step of global_batch={t.global_batch} over {world} process(es): lower "
-                        "--global-batch or --mu, or use more clips")
-    layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
-    state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
-             "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
-             "anl_k": data.num_classes, "layout": layout}  # k = K: no negatives until k has been measured once
-    run = Run(cfg, rank, world, device, amp, run_dir, data, model, teacher, make_optimizer(model, t),
-              torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
-              torch.Generator(device).manual_seed(stream_seed("device", t.seed, rank)), accum,
-              layout["steps_per_epoch"], state, torch.tensor(0))
-    rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
-    run.anl_k = torch.tensor(run.state["anl_k"], device=device)
-    if rank == 0:  # stored without 'resume', so `--config RUN/config.yaml` starts a new run
-        save_config(dataclasses.replace(cfg, train=dataclasses.replace(t, resume="")), run_dir / "config.yaml")
-        truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
-    seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
-    if rng_global is not None:
-        restore_rng(rng_global)
+        seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
+        model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
+        if cfg.model.pretrained and not t.resume:
+            load_pretrained(model, cfg.model.pretrained)
+        elif cfg.data.dataset != "synthetic" and not t.resume:
+            log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
+                        "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
+        model.to(device)
+        teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
+        micro_per_epoch = steps_per_epoch(data, world)
+        if micro_per_epoch < accum:
+            raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
+                            f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the {accum} "
+                            f"that make one step of global_batch={t.global_batch} over {world} process(es): lower "
+                            "--global-batch or --mu, or use more clips")
+        layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
+        state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
+                 "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
+                 "anl_k": data.num_classes, "layout": layout}  # k = K: no negatives until k has been measured once
+        run = Run(cfg, rank, world, device, amp, run_dir, data, model, teacher, make_optimizer(model, t),
+                  torch.amp.GradScaler(device.type, enabled=amp == "fp16"),
+                  torch.Generator(device).manual_seed(stream_seed("device", t.seed, rank)), accum,
+                  layout["steps_per_epoch"], state, torch.tensor(0))
+        rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
+        run.anl_k = torch.tensor(run.state["anl_k"], device=device)
+        if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
+            asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked))
+            save_config(dataclasses.replace(asked_cfg, train=dataclasses.replace(t, resume="")), run_dir / "config.yaml")
+            truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
+        seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
+        if rng_global is not None:
+            restore_rng(rng_global)
 
-    run.student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
-        if world > 1 else model
-    run.teacher_fwd = teacher
-    run.compiled = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
-    if run.compiled:
-        run.student, run.teacher_fwd = torch.compile(run.student), torch.compile(teacher)
-    log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
-             "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
-             len(data.unlabeled), len(data.test), data.split_source, run.steps_per_epoch, accum, device, amp,
-             run.compiled, world)
-    log.info("EMA teacher: momentum %.4f per optimizer step, so it averages about the last %.0f steps (%.2f epochs)",
-             t.ema_momentum, 1 / max(1 - t.ema_momentum, 1e-9), 1 / max(1 - t.ema_momentum, 1e-9) / run.steps_per_epoch)
-    run.t_start = time.perf_counter() - run.state["wall_time_s"]
-    return run
+        run.student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
+            if world > 1 else model
+        run.teacher_fwd = teacher
+        run.compiled = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
+        if run.compiled:
+            run.student, run.teacher_fwd = torch.compile(run.student), torch.compile(teacher)
+        log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
+                 "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
+                 len(data.unlabeled), len(data.test), data.split_source, run.steps_per_epoch, accum, device, amp,
+                 run.compiled, world)
+        horizon = 1 / max(1 - t.ema_momentum, 1e-9)
+        log.info("EMA teacher: momentum %.4f per optimizer step, so it averages about the last %.0f steps (%.2f "
+                 "epochs)", t.ema_momentum, horizon, horizon / run.steps_per_epoch)
+        run.t_start = time.perf_counter() - run.state["wall_time_s"]
+        return run
+    except UserError:  # e.g. --pretrained that does not fit: no empty run directory is left behind
+        if created and rank == 0:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def train(cfg: Config) -> dict:
@@ -2132,7 +2182,7 @@ def train(cfg: Config) -> dict:
             for k, v in {**terms, "loss": loss.detach()}.items():
                 run.meter[k] = run.meter.get(k, 0.0) + v.float()
             run.meter["n"] = run.meter.get("n", 0) + 1
-            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + (0 if unl is None else len(unl["label"]))
+            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + len(unl["label"] if unl else [])
             s["micro"] += 1
             if not last:
                 continue
@@ -2140,15 +2190,16 @@ def train(cfg: Config) -> dict:
             bar.update(1)
             if s["step"] % t.log_every == 0 or s["micro"] == end:
                 t_log = log_train(run, epoch, lr, t_log, bar)
-            if t.ckpt_every and s["step"] % t.ckpt_every == 0:
+            if t.ckpt_every and s["step"] % t.ckpt_every == 0 and s["micro"] < end:  # epoch end: below
                 t0 = time.perf_counter()
                 checkpoint(run)
                 t_log += time.perf_counter() - t0  # the interval's clips/s excludes the checkpoint write
         bar.close()
         s["epoch"], s["micro"] = epoch + 1, 0
-        if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
+        if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
             eval_epoch(run)
-        if (epoch + 1) % t.ckpt_epochs == 0 or epoch + 1 == t.epochs:
+        if (epoch + 1) % t.ckpt_epochs == 0 or epoch + 1 == t.epochs or (
+                t.ckpt_every and s["step"] % t.ckpt_every == 0):
             checkpoint(run)
     return finish(run)
 
@@ -2192,9 +2243,10 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
         s["nonfinite_total"] += 1
         log.warning("non-finite loss at step %d: step skipped (%d in a row)", s["step"], s["nonfinite"])
         if s["nonfinite"] >= t.max_nonfinite:
-            raise FloatingPointError(f"{s['nonfinite']} non-finite losses in a row at step {s['step']}; the last "
-                                     f"good checkpoint is {run.run_dir / 'last.pt'} (lower --lr, or use --amp bf16 "
-                                     "instead of fp16)")
+            kept = (f"the last good checkpoint is {run.run_dir / 'last.pt'}" if (run.run_dir / "last.pt").exists()
+                    else "no checkpoint was written yet")
+            raise FloatingPointError(f"{s['nonfinite']} non-finite losses in a row at step {s['step']}; {kept} (lower "
+                                     "--lr, or use --amp bf16 instead of fp16)")
     run.optimizer.zero_grad(set_to_none=True)
     s["step"] += 1
     return lr
@@ -2207,7 +2259,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
     row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
-           "nonfinite_skipped": s["nonfinite_total"], **run.data.bad.summary(),
+           "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
            **{k: float(v) / n for k, v in m.items()}}
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
@@ -2218,6 +2270,18 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
         append_metrics(run.run_dir / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
     return time.perf_counter()
+
+
+def bad_summary(run: Run) -> dict:
+    """Skipped-video counters over every process (each meets only its own clips). Every rank must call it."""
+    states = [run.data.bad.state_dict()]
+    if run.world > 1:
+        mine, states = states[0], [None] * run.world
+        dist.all_gather_object(states, mine)
+    merged = BadSamples(run.data.bad.pool_size, run.data.bad.max_fraction)
+    for st in states:
+        merged.record([p for p, n in st["failed"].items() for _ in range(n)], st["served"])
+    return merged.summary()
 
 
 def eval_epoch(run: Run) -> None:
@@ -2256,23 +2320,30 @@ def finish(run: Run) -> dict:
                if run.rank == 0 else None,
                "wall_time_s": time.perf_counter() - run.t_start,
                "clips_per_s": s["train_clips"] / max(s["train_time_s"], 1e-9),
-               "nonfinite_skipped": s["nonfinite_total"], **run.data.bad.summary(),
+               "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
                "config": config_to_dict(cfg)}
-    if max(st["top1"], te["top1"]) >= s["best_top1"] or not (run.run_dir / "best.pt").exists():
-        s["best_epoch"] = cfg.train.epochs
-        checkpoint(run, best=True)
     if run.rank == 0:
         atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
         print_summary_table(summary)
     return summary
 
 
-def default_run_dir(cfg: Config, world: int = 1) -> str:
-    """runs/<dataset>-<labeled>-<time>; under torchrun the time is rank 0's, shared, so every rank writes one run."""
-    name = [f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}"]
+def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
+    """(the run's directory, whether it is new): --resume's, --out, or runs/<dataset>-<labeled>-<time>-<pid>, decided on
+    rank 0 and shared, so that every process writes one run. A directory that holds a run already is refused unless
+    resumed: starting again there would overwrite it."""
+    t = cfg.train
+    name = t.resume or t.out or (f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                 f"{os.getpid()}")
+    verdict = [name, not t.resume and any((Path(name) / f).exists() for f in ("last.pt", "metrics.jsonl")),
+               not Path(name).exists()]
     if world > 1:
-        dist.broadcast_object_list(name, src=0)
-    return name[0]
+        dist.broadcast_object_list(verdict, src=0)
+    name, taken, new = verdict
+    if taken:
+        raise UserError(f"{name} already holds a run (last.pt, metrics.jsonl): continue it with --resume {name}, or "
+                        "choose another --out")
+    return Path(name), new
 
 
 def append_metrics(path: Path, row: dict) -> None:
@@ -2386,7 +2457,7 @@ def load_checkpoint(run: Run, path: Path) -> dict:
         run.gen.set_state(mine["generator"])
         run.data.bad.load_state_dict(mine["bad"])
     except (RuntimeError, KeyError, ValueError) as e:
-        raise CheckpointError(f"cannot resume from {path}: {type(e).__name__}: {e}") from None
+        raise CheckpointError(f"cannot resume from {path}: {type(e).__name__}: {e}") from e
     run.state, run.meter = ckpt["state"], dict(ckpt["meter"])
     return mine["global"]
 
@@ -2513,7 +2584,7 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSf
         m.load_state_dict(ckpt[key])
     except RuntimeError as e:  # a config that does not match the weights, e.g. another --embed-dim
         raise CheckpointError(f"the checkpoint's {key!r} weights do not fit the model of this config: "
-                              f"{str(e).splitlines()[0]}") from None
+                              f"{str(e).splitlines()[0]}") from e
     return m
 
 
@@ -2537,7 +2608,7 @@ def predict_main(argv: list[str]) -> dict:
     cfg = config_from_dict(ckpt["config"])
     names = ckpt.get("class_names") or [str(y) for y in range(ckpt["num_classes"])]  # older checkpoints: numbers
     device = pick_device(a.device)
-    amp = resolve_amp(cfg.train.amp, device)
+    amp = resolve_amp(cfg.train.amp if device.type == "cuda" else "none", device)  # the run's amp, on CUDA only
     model = model_from_checkpoint(ckpt, cfg, "ema" if a.teacher else "model").to(device).eval()
     videos = VideoClips("", [(v, -1) for v in a.videos], cfg.data, "predict")
     failed = 0
@@ -2577,17 +2648,16 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = config_from_dict(flag_overrides(args), load_config(stored))
     try:
         summary = train(cfg)
-        # On success, wait for every rank: one that tears gloo down while a peer still talks to it can abort (SIGABRT).
-        if dist.is_available() and dist.is_initialized():
-            dist.barrier()
-        return summary
     except torch.OutOfMemoryError as e:
         raise torch.OutOfMemoryError(f"{e}\nOut of memory: lower --labeled-batch (keep --global-batch: gradients "
                                      "are accumulated), add --grad-checkpointing, or use fewer --num-frames / a "
                                      "smaller --img-size.") from None
-    finally:
-        if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+    # On success, wait for every rank: one that tears gloo down while a peer still talks to it can abort (SIGABRT).
+    # After an error the group is left to cli() (or the caller), so that every rank reports its error first.
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
 
 
 def cli(argv: list[str] | None = None) -> int:
@@ -2600,8 +2670,14 @@ def cli(argv: list[str] | None = None) -> int:
     except (UserError, FileNotFoundError) as e:
         if debug:
             raise
-        print(f"fullsvformer: error: {e}", file=sys.stderr)
+        sys.stderr.write(f"fullsvformer: error: {e}\n")  # one write: lines of several ranks do not interleave
+        sys.stderr.flush()
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         return 2
+    except BrokenPipeError:  # e.g. `predict --json ... | head -1`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     return 1 if result.get("failed") else 0  # predict: some videos could not be read
 
 

@@ -2,8 +2,8 @@
 
     python bench/feed.py --out bench/results/feed.json [--videos DIR]      # ~5 min on 2 cores
 
-Measured on this machine, with fullsvformer's own loaders on UCF-like AVIs written by `make-synthetic --size
-320x240 --length 175` (25 fps, 7 s: UCF-101's size and mean length; mpeg4), 4 classes x 48 train / 3 test names:
+Measured on this machine, with fullsvformer's own loaders on UCF-like AVIs written by `tools/make_synthetic.py
+--size 320x240 --length 175` (25 fps, 7 s: UCF-101's size and mean length; mpeg4), 4 classes x 48 train / 3 test names:
 - train loader: clips/s (labeled + unlabeled) with the ucf101 preset's views (8 frames at stride 8, 224 crops, one
   decode per clip, weak + strong view, RandAugment 2x9 and off), 1 labeled + 5 unlabeled clips per batch, with 1 and
   2 worker processes; the training process only collates, as on a GPU machine;
@@ -40,8 +40,8 @@ SETTINGS = {"ucf101-1%": (9436, 101, 3783), "ucf101-10%": (8527, 1010, 3783), "h
 
 
 def write_videos(root: Path, distinct: int = 3, copies: int = 16) -> Path:
-    """A UCF-101 tree of 4 classes: make-synthetic writes `distinct` AVIs per class (320x240, 175 frames), then each
-    is hard-linked under `copies` train names and one test name (decoding cost does not depend on the content, and
+    """A UCF-101 tree of 4 classes: tools/make_synthetic.py writes `distinct` AVIs per class (320x240, 175 frames),
+    then each is hard-linked under `copies` train names and one test name (decoding cost does not depend on the content, and
     writing 320 px synthetic videos takes seconds each)."""
     src = root / "src"
     make_synthetic.main(["--out", str(src), "--layout", "ucf101", "--classes", "4", "--clips-per-class",

@@ -44,9 +44,9 @@ def settings(tiny: bool, device: str) -> list[tp.Setting]:
 
 
 def cuda_generator_check(device: torch.device) -> str | None:
-    """fs.ssl_losses draws Tube TokenMix's lambda with fs.sample_lambda(beta, gen) on a CPU tensor, while fs.train()
-    makes `gen` on the training device. If that fails on CUDA, report it and draw lambda from a CPU generator (a
-    benchmark-only workaround; the cost of one scalar draw is the same)."""
+    """fs.ssl_losses draws Tube TokenMix's lambda with fs.sample_lambda(beta, gen) from `gen`, a generator on the
+    training device. If that fails on CUDA, report it and draw lambda from a CPU generator (a benchmark-only
+    workaround; it then costs a host-to-device copy per step)."""
     if device.type != "cuda":
         return None
     try:
@@ -87,18 +87,21 @@ def sync_points(s: tp.Setting) -> list[str]:
 
 
 def micro_step_sync_check(s: tp.Setting) -> str:
-    """Two micro-steps (fs.ssl_losses + backward, the part of train()'s loop that repeats per micro-batch) under
-    torch.cuda.set_sync_debug_mode("error"): any host sync raises. The optimizer step's one intended sync (the skip
-    decision) is outside. Returns a one-line verdict."""
+    """Two micro-steps as train()'s loop runs them (fs.ssl_losses on a pinned CPU batch, as the DataLoader delivers
+    it, with ANL's k a device tensor; backward) under torch.cuda.set_sync_debug_mode("error"): any host sync raises.
+    The optimizer step's one intended sync (the skip decision) is outside. Returns a one-line verdict."""
     if torch.device(s.device).type != "cuda":
         return "not run: needs CUDA"
     step = tp.SSLStep(dataclasses.replace(s, compile=False))
     step()  # warm-up: cuBLAS handles, the normalisation constants, allocator pools
+    lab, unl = ({k: v.cpu().pin_memory() for k, v in b.items()} for b in (step.lab, step.unl))
+    k = torch.tensor(s.num_classes, device=step.device)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for _ in range(2):
-            loss, _ = step.losses()
+            loss, _ = fs.ssl_losses(step.student, step.teacher_fwd, lab, unl, step.cfg, step.device, step.amp,
+                                    step.gen, anl_k=k)
             loss.backward()
         return "ok: no host sync in 2 micro-steps"
     except RuntimeError as e:

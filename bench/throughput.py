@@ -149,7 +149,8 @@ def synthetic_batch(s: Setting, device: torch.device, seed: int = 0) -> tuple[di
 class SSLStep:
     """One Full-SVFormer optimizer step with one micro-batch: fs.ssl_losses (teacher forward on the weak clips, one
     student forward on labeled + strong + token-mixed clips, all losses), backward, the finite check (train()'s one
-    host sync per step), optimizer step, fs.ema_update. The same calls, in the same order, as fs.train().
+    host sync per step), optimizer step, fs.ema_update: fs.train()'s step, without its DDP collective, gradient
+    clipping and the ANL k carried from step to step (k is measured on each step's own batch here).
 
     fs.train() accumulates global_batch / labeled_batch micro-batches per optimizer step (64 at the paper's setting),
     so the optimizer step and EMA update here weigh 64x more than in a real run: this is a slight lower bound.

@@ -2,6 +2,7 @@
 torchrun on the demo as is."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,10 +51,13 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list, str]]:
             ("labeled fraction above 1", ["--labeled", "2.0"], "data.labeled=2.0 must be in (0, 1]"),
             ("resume of a missing run", ["--resume", tmp / "no_such_run"], "no_such_run/config.yaml does not exist"),
             ("eval of a non-checkpoint", ["eval", "--checkpoint", tmp / "notes.pt"], "notes.pt is not a PyTorch"),
-            ("zero frames", ["--num-frames", "0"], "data.num_frames=0 must be >= 1")]
+            ("zero frames", ["--num-frames", "0"], "data.num_frames=0 must be >= 1"),
+            ("a CUDA device on a CPU machine", ["--device", "cuda"], "--device cuda: no such CUDA device"),
+            ("no such device", ["--device", "tpu9"], "--device 'tpu9'"),
+            ("one class", ["--synth-classes", "1"], "synthetic: 1 class; classification needs at least 2")]
 
 
-@pytest.mark.parametrize("case", range(9))
+@pytest.mark.parametrize("case", range(12))
 def test_user_mistakes_give_one_message_and_exit_2(tmp_path, case):
     what, argv, fragment = bad_inputs(tmp_path)[case]
     out = cli(*argv)
@@ -83,6 +87,26 @@ def test_run_checkpoint_readers_agree_on_a_non_checkpoint(tmp_path):
     torch.save({"blocks.0.norm1.weight": torch.ones(2)}, weights)
     with pytest.raises(fs.CheckpointError, match="vit.pt is not a fullsvformer training checkpoint"):
         fs.read_run_checkpoint(weights)
+
+
+def test_a_worker_error_is_one_line_and_a_finished_run_is_not_overwritten(run_dir, tmp_path):
+    """An unreadable test video met by a DataLoader worker process (whose errors come back wrapped in the worker's
+    traceback) still reads as one line; and --out pointing at a finished run is refused instead of overwriting it."""
+    root = tmp_path / "ucf"
+    make_synthetic.main(["--out", str(root), "--layout", "ucf101", "--classes", "3", "--clips-per-class", "12",
+                         "--size", "32", "--length", "20"])
+    test_video = root / "UCF-101" / (root / "ucfTrainTestlist" / "testlist01.txt").read_text().split()[0]
+    test_video.write_bytes(b"not a video")
+    flags = [a for a in TINY if a != "synthetic"]
+    flags[flags.index("--dataset") + 1:flags.index("--dataset") + 1] = ["ucf101"]
+    out = cli(*flags, "--data-root", root, "--labeled", "0.02", "--epochs", "1", "--workers", "1",
+              "--out", tmp_path / "r")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    assert re.search(r"fullsvformer: error: test video .*v_\w+\.avi: .*an unreadable test video is an error",
+                     out.stderr), out.stderr[-2000:]
+    again = cli(*TINY, "--out", run_dir / "run")
+    assert again.returncode == 2 and "already holds a run" in again.stderr and "--resume" in again.stderr
+    assert torch.load(run_dir / "run" / "last.pt", weights_only=True)["state"]["step"] == 12  # untouched
 
 
 # ---- best.pt and last.pt say what they are ---------------------------------------------------------------------------
