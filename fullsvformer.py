@@ -153,6 +153,9 @@ class DataConfig:
     temporal_warp_p: float = F_(2 / 3, "strong view: temporal warping probability (SVFormer: 2/3, i.e. 1/3 per option)",
                                 check="prob")
     temporal_warp_keys: str = F_("2,4", "strong view: key-frame counts temporal warping picks from, comma-separated")
+    temporal_warp_on: str = F_("partners", "strong view: which clips are temporally warped: partners (only Tube "
+                                           "TokenMix's partner clips, as SVFormer's code) or all (the consistency "
+                                           "losses see warped clips too)", ("partners", "all"))
     strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p, applied on device by the training step "
                                             "with channel_dropout() (SVFormer dropout2d: 0.2)", check="prob")
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
@@ -246,6 +249,9 @@ class TrainConfig:
     gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)", check="nonneg")
     nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop a negative whose student probability exceeds this (0.95^2)",
                                   check="prob")
+    supervised_warmup_epochs: float = F_(0.0, "labeled-only epochs first (the unlabeled clips are not forwarded); the "
+                                              "EMA teacher then restarts from the student (SVFormer's WARM_EPOCH)",
+                                         check="nonneg")
     ssl_rampup_epochs: float = F_(0.0, "ramp the unlabeled-loss weights linearly from 0 over this many epochs "
                                        "(0 = off, as in the paper; Mean Teacher-style, our addition)", check="nonneg")
     oracle_pseudo_labels: bool = F_(False, "diagnostic: the teacher's predictions on unlabeled clips are replaced by "
@@ -1199,8 +1205,10 @@ class ClipAugment:
 
     Weak (labeled clips and the teacher's input): short side resized to a random length in
     [scale_min, scale_max] × img_size (SVFormer: [256, 320] for 224), a random img_size crop, horizontal flip.
-    Strong (the student's input): the same weak frames, then temporal_warp and RandAugment applied identically to
-    every frame (torchvision.transforms.v2 on a Video tensor). Channel dropout is left to the training step.
+    Strong (the student's input): the same weak frames with RandAugment applied identically to every frame
+    (torchvision.transforms.v2 on a Video tensor), and the source frame index of its temporal warping (T,): the
+    training step gathers the frames on the device, for every strong clip or only for Tube TokenMix's partners
+    (--temporal-warp-on). Channel dropout is left to the training step too.
     """
 
     def __init__(self, cfg: "DataConfig"):
@@ -1224,7 +1232,7 @@ class ClipAugment:
         return TF.horizontal_flip(out) if float(torch.rand(())) < self.hflip else out
 
     def __call__(self, frames: torch.Tensor, seed: int, strong: bool) -> dict[str, torch.Tensor]:
-        """frames uint8 (T, C, H, W) -> {"weak": uint8 (T, C, S, S)[, "strong": ..., "warp": (T,) source index]}."""
+        """frames uint8 (T, C, H, W) -> {"weak": uint8 (T, C, S, S)[, "strong": ..., "warp": long (T,)]}."""
         from torchvision import tv_tensors
         # v2 transforms draw from torch's global RNG: fork it so a per-sample seed does not disturb the caller's stream
         # (with workers = 0 the caller is the training process).
@@ -1232,11 +1240,10 @@ class ClipAugment:
             torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
             weak = self.weak(tv_tensors.Video(frames))  # (T, C, S, S)
             out = {"weak": weak.as_subclass(torch.Tensor)}
-            if strong:
+            if strong:  # RandAugment is the same on every frame, so it commutes with the warp's frame gather
                 g = torch.Generator().manual_seed(stream_seed("strong", seed))
-                s, out["warp"] = temporal_warp(weak, g, self.warp_p, self.warp_keys)
-                s = tv_tensors.Video(s)
-                out["strong"] = (self.randaug(s) if self.randaug else s).as_subclass(torch.Tensor).contiguous()
+                _, out["warp"] = temporal_warp(weak, g, self.warp_p, self.warp_keys)
+                out["strong"] = (self.randaug(weak) if self.randaug else weak).as_subclass(torch.Tensor).contiguous()
         return out
 
 
@@ -1293,7 +1300,6 @@ class VideoClips(torch.utils.data.Dataset):
                 bad.append(self.path(j))
                 continue
             out = self.augment(frames, seed, strong)
-            out.pop("warp", None)
             return dict(out, label=self.entries[j][1], index=j, bad="\n".join(bad))
         raise UserError(f"10 videos in a row failed to decode in the {self.name} set, starting at {self.path(i)}; "
                         f"last: {bad[-1]}")
@@ -1543,14 +1549,14 @@ class _TrainSet(torch.utils.data.Dataset):
 
 def _collate_train(items: list[dict]) -> tuple[dict, dict | None, list[str], int]:
     def batch(xs, keys):
-        out = {k: torch.stack([x[k] for x in xs]) for k in keys}  # (B, T, C, H, W)
+        out = {k: torch.stack([x[k] for x in xs]) for k in keys}  # (B, T, C, H, W); warp (B, T)
         out["label"] = torch.tensor([x["label"] for x in xs], dtype=torch.long)
         out["index"] = torch.tensor([x["index"] for x in xs], dtype=torch.long)
         return out
     lab = [x for x in items if x["stream"] == 0]
     unl = [x for x in items if x["stream"] == 1]
     bad = [p for x in items for p in x["bad"].split("\n") if p]
-    return batch(lab, ("weak",)), (batch(unl, ("weak", "strong")) if unl else None), bad, len(items)
+    return batch(lab, ("weak",)), (batch(unl, ("weak", "strong", "warp")) if unl else None), bad, len(items)
 
 
 class _StepSampler:
@@ -1980,11 +1986,13 @@ def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
 
 
 def ssl_weight_at(epoch_progress: float, tcfg: TrainConfig) -> float:
-    """Factor on the unlabeled losses: a linear ramp from 0 to 1 over ssl_rampup_epochs (1 when off). With a freshly
-    initialised head the teacher's first pseudo-labels are noise; the ramp keeps them from steering the student."""
-    if tcfg.ssl_rampup_epochs <= 0:
-        return 1.0
-    return min(1.0, epoch_progress / tcfg.ssl_rampup_epochs)
+    """Factor on the unlabeled losses: 0 during the supervised warm-up, then a linear ramp from 0 to 1 over
+    ssl_rampup_epochs (1 when off). With a freshly initialised head the teacher's first pseudo-labels are noise; the
+    warm-up and the ramp keep them from steering the student."""
+    after = epoch_progress - tcfg.supervised_warmup_epochs
+    if after < 0:
+        return 0.0
+    return 1.0 if tcfg.ssl_rampup_epochs <= 0 else min(1.0, after / tcfg.ssl_rampup_epochs)
 
 
 def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | None, cfg: Config,
@@ -2010,9 +2018,12 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         ce = F.cross_entropy(logits_l.float(), yl)
         return ce, {"loss_ce": ce.detach()}
 
-    xs = normalize_clips(unl["strong"].to(device, non_blocking=True), d.mean, d.std)
-    xs = channel_dropout(xs, d.strong_channel_dropout, gen)
-    Bu = xs.shape[0]
+    strong = unl["strong"].to(device, non_blocking=True)  # (Bu, T, C, H, W) uint8, not warped
+    Bu, T = strong.shape[:2]
+    warp = unl["warp"].to(device, non_blocking=True) if "warp" in unl else torch.arange(T, device=device).expand(Bu, T)
+    if d.temporal_warp_on == "all":
+        strong = strong.gather(1, warp[:, :, None, None, None].expand_as(strong))
+    xs = channel_dropout(normalize_clips(strong, d.mean, d.std), d.strong_channel_dropout, gen)
     y_true = unl["label"].to(device, non_blocking=True)  # hidden true labels: diagnostics and the oracle only
     if not t.oracle_pseudo_labels:
         xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
@@ -2027,8 +2038,11 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         mask, lam_a = tube_mask(Bu, N, sample_lambda(t.mix_beta, gen), gen, device)
 
         def mix_hook(tokens):  # (Bl + Bu, T, N, D) -> (Bl + 2 Bu, T, N, D): append the mixed strong clips
-            strong = tokens[Bl:]
-            return torch.cat([tokens, tube_token_mix(strong, strong[perm], mask)])
+            a = tokens[Bl:]
+            b = a[perm]  # the partners, temporally warped (patch tokens are per frame, so frames gather as tokens)
+            if d.temporal_warp_on == "partners":
+                b = b.gather(1, warp[perm][:, :, None, None].expand_as(b))
+            return torch.cat([tokens, tube_token_mix(a, b, mask)])
 
     with autocast_context(device, amp):
         logits = student(torch.cat([xl, xs]), token_hook=mix_hook if use_mix else None).float()
@@ -2171,9 +2185,10 @@ def train(cfg: Config) -> dict:
         t_log = time.perf_counter()
         for lab, unl in train_batches(run.data, epoch, s["micro"], run.rank, run.world, end_step=end):
             first, last = s["micro"] % run.accum == 0, (s["micro"] + 1) % run.accum == 0
+            warm = s["step"] < t.supervised_warmup_epochs * run.steps_per_epoch  # labeled clips only
             with contextlib.nullcontext() if last or run.world == 1 else run.student.no_sync():  # all-reduce once
-                loss, terms = ssl_losses(run.student, run.teacher_fwd, lab, unl, cfg, run.device, run.amp, run.gen,
-                                         ssl_weight_at(s["step"] / run.steps_per_epoch, t), run.anl_k)
+                loss, terms = ssl_losses(run.student, run.teacher_fwd, lab, None if warm else unl, cfg, run.device,
+                                         run.amp, run.gen, ssl_weight_at(s["step"] / run.steps_per_epoch, t), run.anl_k)
                 run.scaler.scale(loss / run.accum).backward()
             # Device tensors only: the step's non-finite AND and ANL's k over its micro-batches, the log's sums.
             finite = torch.isfinite(loss.detach()) & (True if first else finite)
@@ -2236,7 +2251,9 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), t.grad_clip)
         run.scaler.step(run.optimizer)
         run.scaler.update()
-        ema_update(run.teacher, run.model, t.ema_momentum)
+        # SVFormer builds its EMA teacher from the warmed-up model: at the warm-up's last step it is a copy.
+        warmup_end = math.ceil(t.supervised_warmup_epochs * run.steps_per_epoch) - 1
+        ema_update(run.teacher, run.model, 0.0 if s["step"] == warmup_end else t.ema_momentum)
         run.anl_k = step_k
     else:
         s["nonfinite"] += 1

@@ -216,9 +216,25 @@ def test_weak_and_strong_views_share_their_frames():
     for seed in range(20):
         v = aug(frames, seed, strong=True)
         assert v["weak"].shape == v["strong"].shape == (8, 3, 32, 32) and v["strong"].dtype == torch.uint8
-        assert torch.equal(v["strong"], v["weak"][v["warp"]])  # strong = warped weak: same window, same crop
+        assert torch.equal(v["strong"], v["weak"])  # without RandAugment: the weak frames, same window, same crop
+        assert v["warp"].tolist() == sorted(v["warp"].tolist()) and v["warp"].shape == (8,)  # applied by the step
     v1, v2 = fs.ClipAugment(cfg())(frames, 7, True), fs.ClipAugment(cfg())(frames, 7, True)
     assert torch.equal(v1["strong"], v2["strong"]) and torch.equal(v1["weak"], v2["weak"])
+
+
+def test_randaugment_commutes_with_the_warp():
+    """The loader sends the strong clip unwarped with the warp's frame index; the step gathers the frames. RandAugment is
+    the same on every frame, so this equals warping first (reference: RandAugment on the warped frames, same seed)."""
+    aug = fs.ClipAugment(cfg(img_size=32, randaug_n=2, randaug_m=12, hflip=0.0))
+    frames = numbered_frames(8, 40, 60)
+    for seed in range(10):
+        v = aug(frames, seed, strong=True)
+        from torchvision import tv_tensors
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            weak = aug.weak(tv_tensors.Video(frames))
+            ref = aug.randaug(tv_tensors.Video(weak[v["warp"]])).as_subclass(torch.Tensor)
+        assert torch.equal(v["strong"][v["warp"]], ref)
 
 
 def test_randaugment_is_identical_across_frames():

@@ -291,15 +291,71 @@ def test_lr_schedule():
     assert fs.lr_at(0, c) == 1.0 and fs.lr_at(5, c) == pytest.approx(0.5) and fs.lr_at(10, c) == pytest.approx(0.0)
 
 
-def one_step_inputs():
-    """(cfg, num_classes, labeled batch, unlabeled batch, student, teacher) of the TINY setting, seeded."""
-    cfg, _ = fs.parse_config(TINY)
+def one_step_inputs(*flags):
+    """(cfg, num_classes, labeled batch, unlabeled batch, student, teacher) of the TINY setting (+ flags), seeded."""
+    cfg, _ = fs.parse_config(TINY + list(flags))
     torch.manual_seed(0)
     data = fs.build_data(cfg.data, seed=0)
     lab, unl = next(fs.train_batches(data, 0))
     student, teacher = (fs.build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
                         for _ in range(2))
     return cfg, data.num_classes, lab, unl, student, teacher
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model: records its input clips and the patch tokens its token_hook returns."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.seen = model, {}
+
+    def forward(self, x, token_hook=None):
+        self.seen["x"] = x
+
+        def hook(tokens):
+            self.seen["tokens"], out = tokens, token_hook(tokens)
+            self.seen["mixed"] = out[len(tokens):]
+            return out
+        return self.model(x, token_hook=hook if token_hook else None)
+
+
+@pytest.mark.parametrize("warp_on", ["partners", "all"])
+def test_temporal_warp_reaches_the_consistency_clips_or_only_the_partners(warp_on):
+    """--temporal-warp-on all: the student's strong clips are warped. partners (SVFormer's code): they are not, and
+    each Tube TokenMix partner is the warped clip. Reference: the frames gathered here with the loader's index."""
+    cfg, _, lab, unl, model, teacher = one_step_inputs("--temporal-warp-on", warp_on, "--strong-channel-dropout", "0",
+                                                       "--temporal-warp-keys", "2", "--temporal-warp-p", "1")
+    assert not any(torch.equal(w, torch.arange(4)) for w in unl["warp"])  # every clip is warped
+    student = Recorder(model)
+    fs.ssl_losses(student, teacher, lab, unl, cfg, torch.device("cpu"), "none", torch.Generator().manual_seed(3))
+    Bl = len(lab["label"])
+    warped = torch.stack([c[w] for c, w in zip(unl["strong"], unl["warp"])])  # (Bu, T, C, H, W)
+    expect = warped if warp_on == "all" else unl["strong"]
+    assert torch.equal(student.seen["x"][Bl:], fs.normalize_clips(expect, cfg.data.mean, cfg.data.std))
+    # Rebuild the mixed tokens: the same draws (seed 3), partners warped in both settings.
+    g = torch.Generator().manual_seed(3)
+    Bu = len(unl["label"])
+    perm = torch.randperm(Bu, generator=g)
+    mask, _ = fs.tube_mask(Bu, student.seen["tokens"].shape[2], fs.sample_lambda(cfg.train.mix_beta, g), g)
+    a = student.seen["tokens"][Bl:]
+    b = torch.stack([a[p][unl["warp"][p]] for p in perm.tolist()]) if warp_on == "partners" else a[perm]
+    assert torch.equal(student.seen["mixed"], fs.tube_token_mix(a, b, mask))
+
+
+def test_supervised_warmup_then_teacher_from_the_student(tmp_path, monkeypatch):
+    """--supervised-warmup-epochs 1 (SVFormer's WARM_EPOCH): labeled CE alone for the first epoch's 6 steps, the EMA
+    teacher copied from the student at its last step, then every loss."""
+    momenta = []
+    real = fs.ema_update
+    monkeypatch.setattr(fs, "ema_update", lambda t, s, m: (momenta.append(m), real(t, s, m)))
+    torch.set_num_threads(1)
+    fs.main(TINY + ["--supervised-warmup-epochs", "1", "--out", str(tmp_path / "r")])
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert [("loss_kl" in r) for r in rows] == [False] * 6 + [True] * 6
+    assert all(r["loss"] == r["loss_ce"] for r in rows[:6])
+    assert momenta == [0.97] * 5 + [0.0] + [0.97] * 6  # the demo preset's momentum; a copy at the warm-up's end
+    t = fs.TrainConfig(supervised_warmup_epochs=1, ssl_rampup_epochs=2)
+    assert [fs.ssl_weight_at(e, t) for e in (0.5, 1, 2, 3, 4)] == [0, 0, 0.5, 1, 1]  # the ramp follows the warm-up
 
 
 def test_ssl_rampup_scales_only_the_unlabeled_losses():
