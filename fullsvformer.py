@@ -26,6 +26,7 @@ import contextlib
 import copy
 import dataclasses
 import functools
+import hashlib
 import json
 import logging
 import math
@@ -47,7 +48,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 import torch.utils.data
 import yaml
-from safetensors.torch import load_file as load_safetensors
+from safetensors.torch import load_file as load_safetensors, save_file as save_safetensors
 from tqdm import tqdm
 
 # Imported where first used, because importing them costs: timm (1.8 s here, for the model's layers), torchvision
@@ -110,7 +111,8 @@ class ModelConfig:
     head_dropout: float = F_(0.5, "dropout before the classifier (SVFormer: 0.5)", check="prob")
     grad_checkpointing: bool = F_(False, "recompute block activations in backward: less memory, ~30% slower")
     pretrained: str = F_("", "initial weights: a timm ViT / official TimeSformer / HF / fullsvformer checkpoint, "
-                             "or timm:<name> (timm's cache, else downloaded); PATH:teacher picks our EMA weights")
+                             "timm:<name> (timm's cache, else downloaded), or synthetic (the built-in task's stage-0 "
+                             "image model, trained on first use and cached); PATH:teacher picks our EMA weights")
 
     def __post_init__(self):
         check_bounds("model", self)
@@ -171,19 +173,15 @@ class DataConfig:
     pin_memory: bool = F_(True, "page-locked batches for faster host-to-GPU copies (only when CUDA is available)")
     max_bad_fraction: float = F_(0.01, "abort once more than this fraction of the training videos failed to decode",
                                  check="prob")
-    synth_classes: int = F_(6, "synthetic: classes (motions), at most 12", check="count")
-    synth_clips_per_class: int = F_(80, "synthetic: train clips per class (labeled + unlabeled)", check="count")
+    # The built-in synthetic dataset; the generator's own knobs live in its task preset (SYNTH_TASKS).
+    synth_task: str = F_("ucf-proxy", "synthetic: the task (SYNTH_TASKS): ucf-proxy (32 classes, appearance x motion, "
+                                      "shaped like UCF-101) or ucf-proxy-pretrain (its disjoint image-pretraining task)",
+                         ("ucf-proxy", "ucf-proxy-pretrain"))
+    synth_classes: int = F_(0, "synthetic: use the task's first N classes (0 = all)", check="nonneg")
+    synth_clips_per_class: int = F_(100, "synthetic: train clips per class (labeled + unlabeled)", check="count")
     synth_test_per_class: int = F_(20, "synthetic: test clips per class", check="count")
-    synth_size: int = F_(20, "synthetic: frame height and width in pixels before augmentation", check="count")
-    synth_length: int = F_(64, "synthetic: frames per video; a dot crosses the frame once per unit speed",
-                           check="count")
-    synth_noise: float = F_(0.02, "synthetic: per-frame Gaussian noise std, in [0, 1] intensity units", check="nonneg")
-    synth_movers: int = F_(8, "synthetic: dots that move with the clip's velocity (a random-dot kinematogram)",
-                           check="count")
-    synth_side: float = F_(0.1, "synthetic: dot side as a fraction of synth_size (at least 1 pixel)", check="frac")
-    synth_distractors: int = F_(0, "synthetic: static dots that look like the moving ones", check="nonneg")
-    synth_clutter: int = F_(0, "synthetic: static background rectangles of random colour", check="nonneg")
-    synth_blur: int = F_(0, "synthetic: motion blur, the shutter time in video frames (0 = sharp)", check="nonneg")
+    synth_size: int = F_(40, "synthetic: frame height and width in pixels before augmentation", check="count")
+    synth_length: int = F_(32, "synthetic: frames per video", check="count")
     synth_seed: int = F_(0, "synthetic: content seed (independent of the training seed)")
 
     def __post_init__(self):
@@ -203,8 +201,6 @@ class DataConfig:
             raise UserError(f"temporal_warp_keys: expected comma-separated integers, got {self.temporal_warp_keys!r}")
         if not self.warp_keys or min(self.warp_keys) < 1:
             raise UserError(f"temporal_warp_keys: need key counts >= 1, got {self.temporal_warp_keys!r}")
-        if self.synth_classes > 12:
-            raise UserError(f"synth_classes: at most 12 motions are defined, got {self.synth_classes}")
         if self.list_prefix and "=" not in self.list_prefix:
             raise UserError(f"list_prefix: expected OLD=NEW, got {self.list_prefix!r}")
 
@@ -1317,63 +1313,256 @@ class VideoClips(torch.utils.data.Dataset):
         return {"views": test_views(frames, clips, crops, c.img_size), "label": self.entries[i][1], "index": i}
 
 
-# --- synthetic motion clips -------------------------------------------------------------------------------------------
-# A class is a motion: the velocity (|vy|, |vx|) shared by a field of dots (a random-dot kinematogram) over an even
-# background with per-frame noise. Dots start anywhere and wrap around the borders, so every frame is a uniform
-# random dot field and no single frame tells the classes apart. The signs of vy and vx are random per clip, so a
-# class is an axis and a speed: horizontal flips and time reversal keep the label, and temporal warping (repeating
-# key frames) keeps the axis. Direction classes (up vs down) were dropped: they need the frame order, which the
-# zero-initialised time_embed of a TimeSformer trained from scratch learns only after hundreds of steps.
-# Defaults (measured on 2 CPU cores, see bench/test_accuracy.py): dots of half a 4 px patch at 16 px moving about
-# half a patch per sampled frame; many dots make the motion visible in every patch's temporal mean (a streak along
-# the axis), which a 2-block ViT picks up after ~50 steps with all labels, against ~250 for a single mover.
-# synth_blur (motion blur) draws each mover over the last `blur` frames, so every frame shows a streak along the axis:
-# single frames then carry the class, which lets an image model (T=1) be pretrained on them (bench/test_accuracy.py).
-SYNTH_MOTIONS = [("stay_still", 0, 0), ("vertical", 1, 0), ("horizontal", 0, 1), ("diagonal", 1, 1),
-                 ("fast_vertical", 2, 0), ("fast_horizontal", 0, 2), ("steep", 2, 1), ("flat", 1, 2),
-                 ("fast_diagonal", 2, 2), ("crawl_vertical", 0.5, 0), ("crawl_horizontal", 0, 0.5),
-                 ("crawl_diagonal", 0.5, 0.5)]
+# --- synthetic clips: a task shaped like UCF-101 (appearance x motion classes) ----------------------------------------
+# A clip shows a FLOCK of identical glyphs (the actors, 5-8 of them) over a cluttered, shaking background. A class is
+# an APPEARANCE (the glyph's shape) AND a MOTION (how the flock moves):
+#   - most glyphs occur with one motion only: a single frame tells the class (as scene and objects do for many UCF-101
+#     classes, which is why an ImageNet model is a good start);
+#   - some glyphs occur with several motions (a "group"): only the motion separates these classes.
+# Motions are shared across groups and singles, so a labeled clip teaches its motion to every class that uses it.
+# Nothing trivial separates classes: colours (glyph, background, clutter), glyph size, count, layout and tilt, mirror,
+# speed, phase, clutter and camera shake are drawn per clip the same way for every class. Every motion keeps its label
+# under a horizontal flip and under time reversal (the weak view flips; a TimeSformer whose time_embed starts at zero
+# sees its frames as a set until it learns an order).
+# Why a flock of patch-sized glyphs and not one large sprite: a 2-block ViT learns a large sprite's shape very slowly
+# (one sprite covers ~4 of 16 patches; 26% on 32 shapes after 1,000 steps from scratch), while local patterns repeated
+# over the frame are learned within a few hundred steps.
+# The "ucf-proxy-pretrain" task is stage 0's "ImageNet": other glyphs (disjoint from the proxy's), other motions, and
+# one class per glyph whatever the motion (an image model cannot see motion).
+# Units: positions and sizes are fractions of the frame side, speeds per video frame; the motions are tuned for clips
+# of 4 frames at stride 4 (a sampled step is 4 video frames).
 
 
-def synthetic_frames(index: int, label: int, frames: torch.Tensor, size: int, length: int, seed: int = 0,
-                     noise: float = 0.02, distractors: int = 0, movers: int = 8, side: float = 0.1,
-                     clutter: int = 0, blur: int = 0) -> torch.Tensor:
-    """Frames `frames` (indices into a `length`-frame video) of synthetic clip `index` -> uint8 (len, 3, size, size).
+def _ring(u: np.ndarray, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    r2 = u * u + v * v
+    return (r2 >= lo * lo) & (r2 <= hi * hi)
 
-    Everything is drawn from (seed, index), and the noise of frame t from (seed, index, t), so any subset of frames is
-    generated without the others (like decoding only the needed frames). Speed: a dot crosses the frame once over
-    `length` frames per unit of velocity. `movers` dots share the clip's velocity (a random-dot kinematogram), so every
-    region of the frame carries the motion; `side` is the dot side as a fraction of `size`.
+
+def _box(u: np.ndarray, v: np.ndarray, hu: float, hv: float, cu: float = 0.0, cv: float = 0.0) -> np.ndarray:
+    return (abs(u - cu) <= hu) & (abs(v - cv) <= hv)
+
+
+# Glyphs: predicates on glyph-local coordinates (u right, v down) in units of the glyph radius.
+GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    # the proxy's
+    "disc": lambda u, v: _ring(u, v, 0, 1),
+    "ring": lambda u, v: _ring(u, v, 0.55, 1),
+    "square": lambda u, v: _box(u, v, 0.8, 0.8),
+    "frame": lambda u, v: _box(u, v, 0.85, 0.85) & ~_box(u, v, 0.4, 0.4),
+    "plus": lambda u, v: _box(u, v, 0.3, 1) | _box(u, v, 1, 0.3),
+    "cross": lambda u, v: ((abs(u + v) <= 0.42) | (abs(u - v) <= 0.42)) & _box(u, v, 0.85, 0.85),
+    "bar": lambda u, v: _box(u, v, 1, 0.35),
+    "triangle": lambda u, v: (v <= 0.75) & (abs(u) <= (v + 0.95) * 0.55),
+    "tee": lambda u, v: _box(u, v, 0.9, 0.25, 0, -0.65) | _box(u, v, 0.25, 0.9),
+    "chevron": lambda u, v: (abs(v + 0.1 - 0.8 * abs(u)) <= 0.35) & (abs(u) <= 0.95),
+    "hourglass": lambda u, v: (abs(u) <= abs(v) * 0.9 + 0.1) & (abs(v) <= 0.9),
+    "diamond": lambda u, v: abs(u) + abs(v) <= 1,
+    "star": lambda u, v: np.sqrt(u * u + v * v) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(u, -v)),
+    "half_disc": lambda u, v: _ring(u, v, 0, 1) & (v >= -0.2),
+    "letter_l": lambda u, v: _box(u, v, 0.22, 0.9, -0.55, 0) | _box(u, v, 0.8, 0.22, 0, 0.68),
+    "dumbbell": lambda u, v: ((abs(u) - 0.55) ** 2 + v * v <= 0.2) | _box(u, v, 0.6, 0.15),
+    "arrow": lambda u, v: _box(u, v, 0.2, 0.55, 0, 0.35) | ((v <= -0.1) & (v >= -0.95) & (abs(u) <= (v + 0.95) * 0.8)),
+    "u_shape": lambda u, v: _box(u, v, 0.2, 0.85, -0.65, 0) | _box(u, v, 0.2, 0.85, 0.65, 0) | _box(u, v, 0.85, 0.2, 0, 0.65),
+    "octagon": lambda u, v: (abs(u) <= 0.85) & (abs(v) <= 0.85) & (abs(u) + abs(v) <= 1.2),
+    "dot_row": lambda u, v: (u * u + v * v <= 0.1) | ((abs(u) - 0.65) ** 2 + v * v <= 0.1),
+    "lens": lambda u, v: ((abs(u) + 0.45) ** 2 + v * v <= 1),
+    "trapezoid": lambda u, v: (abs(v) <= 0.7) & (abs(u) <= 0.55 + 0.3 * v),
+    "bowtie": lambda u, v: (abs(v) <= abs(u) * 0.9 + 0.1) & (abs(u) <= 0.9),
+    "tri_down": lambda u, v: (v >= -0.75) & (abs(u) <= (0.95 - v) * 0.55),
+    "t_down": lambda u, v: _box(u, v, 0.9, 0.25, 0, 0.65) | _box(u, v, 0.25, 0.9),
+    "hexagon": lambda u, v: (abs(v) <= 0.8) & (abs(u) * 0.866 + abs(v) * 0.5 <= 0.85),
+    # pretraining only
+    "target": lambda u, v: _ring(u, v, 0, 0.35) | _ring(u, v, 0.7, 1),
+    "crescent": lambda u, v: _ring(u, v, 0, 1) & ((u - 0.5) ** 2 + v * v >= 0.55),
+    "letter_h": lambda u, v: _box(u, v, 0.2, 0.9, -0.7, 0) | _box(u, v, 0.2, 0.9, 0.7, 0) | _box(u, v, 0.9, 0.2),
+    "three_dots": lambda u, v: (u ** 2 + (v + 0.55) ** 2 <= 0.13) | ((abs(u) - 0.55) ** 2 + (v - 0.4) ** 2 <= 0.13),
+    "equals": lambda u, v: _box(u, v, 0.9, 0.2, 0, -0.45) | _box(u, v, 0.9, 0.2, 0, 0.45),
+    "colon": lambda u, v: u * u + (abs(v) - 0.55) ** 2 <= 0.16,
+    "arc": lambda u, v: _ring(u, v, 0.55, 1) & (v >= 0),
+    "pill": lambda u, v: _box(u, v, 0.45, 0.5) | (u * u + (abs(v) - 0.5) ** 2 <= 0.2),
+    "bracket": lambda u, v: _box(u, v, 0.2, 0.9, -0.6, 0) | _box(u, v, 0.55, 0.2, -0.25, -0.7)
+    | _box(u, v, 0.55, 0.2, -0.25, 0.7),
+    "tri_outline": lambda u, v: ((v <= 0.75) & (abs(u) <= (v + 0.95) * 0.55))
+    & ~((v <= 0.4) & (abs(u) <= (v + 0.35) * 0.55)),
+    "zigzag": lambda u, v: (abs(v - 0.5 * np.sin(3.2 * u)) <= 0.3) & (abs(u) <= 0.95),
+    "ex_box": lambda u, v: (_box(u, v, 0.85, 0.85) & ~_box(u, v, 0.55, 0.55)) | (abs(u - v) <= 0.3)
+    & _box(u, v, 0.85, 0.85),
+    "oval": lambda u, v: u * u + (v / 0.55) ** 2 <= 1,
+    "wedge": lambda u, v: _ring(u + 0.6, v + 0.6, 0, 1.5) & (u >= -0.6) & (v >= -0.6),
+    "kite": lambda u, v: abs(u) / 0.55 + abs(v) <= 1,
+    "pentagon": lambda u, v: np.sqrt(u * u + v * v) * np.cos(
+        (np.arctan2(u, -v) + math.pi / 5) % (2 * math.pi / 5) - math.pi / 5) <= 0.8,
+    "asterisk": lambda u, v: _ring(u, v, 0, 1) & ((abs(v) <= 0.2) | (abs(0.866 * u + 0.5 * v) <= 0.2)
+                                                  | (abs(0.866 * u - 0.5 * v) <= 0.2)),
+    "vbars": lambda u, v: _box(u, v, 0.2, 0.9, -0.45, 0) | _box(u, v, 0.2, 0.9, 0.45, 0),
+    "y_shape": lambda u, v: _box(u, v, 0.2, 0.45, 0, 0.45) | ((abs((abs(u) + v) * 0.707) <= 0.2)
+                                                             & ((abs(u) - v) * 0.707 >= 0) & ((abs(u) - v) * 0.707 <= 1)),
+    "square_dot": lambda u, v: (_box(u, v, 0.9, 0.9) & ~_box(u, v, 0.6, 0.6)) | _box(u, v, 0.25, 0.25),
+    "quad_dots": lambda u, v: (abs(u) - 0.5) ** 2 + (abs(v) - 0.5) ** 2 <= 0.12,
+    "arrowhead": lambda u, v: (u >= -0.7) & (abs(v) <= (0.8 - u) * 0.6) & (u <= 0.8),
+    "notch": lambda u, v: _box(u, v, 0.85, 0.85) & ~_box(u, v, 0.3, 0.5, 0, -0.5),
+    "c_shape": lambda u, v: _ring(u, v, 0.5, 1) & (u <= 0.35),
+}
+
+
+def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
+    """How the flock moves at video frames t (F,): a dict of per-frame terms (each (F,)), the rest stays as is:
+    offset (oy, ox) of every glyph (frame fractions, positions wrap around the frame), swirl (rotation of the
+    layout about the frame centre, rad), zoom (scale of the layout about the centre and of every glyph), spin
+    (rotation of every glyph in place, rad). r: 5 per-clip uniforms in [0, 1) (speed, direction, phase, amplitude,
+    second direction)."""
+    sign = 1.0 if r[1] < 0.5 else -1.0
+    phase = 2 * math.pi * r[2]
+    if name == "still":
+        return {}
+    if name in ("slide_h", "slide_v", "slide_d"):  # constant velocity, 0.035-0.055 frames per video frame
+        d = (0.035 + 0.02 * r[0]) * sign * t
+        d2 = d * (1 if r[4] < 0.5 else -1)
+        return {"oy": d2 if name == "slide_d" else d * (name == "slide_v"), "ox": d * (name != "slide_v")}
+    if name == "orbit":  # a circle of radius 0.1-0.15, a turn every 10-16 video frames
+        w = 2 * math.pi / (10 + 6 * r[0]) * sign
+        rad = 0.1 + 0.05 * r[3]
+        return {"oy": rad * np.sin(w * t + phase), "ox": rad * np.cos(w * t + phase)}
+    if name == "swirl":  # the layout turns about the centre, 0.1-0.16 rad per video frame
+        return {"swirl": (0.1 + 0.06 * r[0]) * sign * t}
+    if name == "spin":  # every glyph turns in place, 0.15-0.25 rad per video frame (35-57 degrees per 4 frames:
+        # glyphs with a 90-degree symmetry look the same after 90)
+        return {"spin": (0.15 + 0.1 * r[0]) * sign * t}
+    if name == "pulse":  # the layout and the glyphs grow and shrink by +-25-40%, period 8-14 video frames
+        return {"zoom": 1 + (0.25 + 0.15 * r[3]) * np.sin(2 * math.pi * t / (8 + 6 * r[0]) + phase)}
+    if name == "wave":  # fast horizontal back-and-forth of +-0.06-0.1 frames
+        return {"ox": (0.06 + 0.04 * r[3]) * np.sin(2 * math.pi * t / (6 + 4 * r[0]) + phase)}
+    if name == "hop":  # up and back down, a hop every 12-18 video frames
+        return {"oy": -(0.08 + 0.06 * r[3]) * abs(np.sin(math.pi * t / (12 + 6 * r[0]) + phase / 2))}
+    if name == "wobble":  # the glyphs rock by +-0.5 rad, period 8-12 video frames
+        return {"spin": 0.5 * np.sin(2 * math.pi * t / (8 + 4 * r[0]) + phase)}
+    if name == "drift":  # slow translation in any direction, 0.005-0.01 frames per video frame
+        a = 2 * math.pi * r[4]
+        s = (0.005 + 0.005 * r[0]) * t
+        return {"oy": s * math.sin(a), "ox": s * math.cos(a)}
+    raise ValueError(f"unknown proxy motion {name!r}")
+
+
+PROXY_MOTIONS = ("still", "slide_h", "slide_v", "orbit", "pulse", "spin")  # the proxy's
+PRETRAIN_MOTIONS = ("slide_d", "hop", "wobble", "drift")  # stage 0's ("ImageNet"): none of the proxy's
+PROXY_SHAPES = ("disc", "ring", "square", "frame", "plus", "cross", "bar", "triangle", "tee", "chevron", "hourglass",
+                "diamond", "star", "half_disc", "letter_l", "dumbbell", "arrow", "u_shape", "octagon", "dot_row", "lens",
+                "trapezoid", "bowtie", "tri_down", "t_down", "hexagon")
+PRETRAIN_SHAPES = tuple(k for k in GLYPHS if k not in PROXY_SHAPES)  # stage 0's: none of the proxy's
+
+
+@dataclass(frozen=True)
+class SynthTask:
+    """A synthetic task of glyph flocks: its classes, and how much each clip varies (all the generator's knobs).
+
+    classes: (glyph, motions) per class; each clip of the class draws one of its motions (the proxy gives each class
+    one motion; the pretraining task gives each glyph all of its motions).
+    Per clip: `glyphs` glyphs (count drawn in the range) on distinct cells of a jittered 3x3 grid, glyph radius in
+    `radius` (fraction of the frame side), a random tilt per glyph up to `tilt` rad, a random mirror; glyph and
+    background colours; `clutter` static rectangles; camera shake of up to `shake` pixels per frame (i.i.d. per frame,
+    it moves the whole scene); a background gradient of amplitude `background`; uniform pixel noise of std `noise`.
     """
-    g = torch.Generator().manual_seed(stream_seed("synth_clip", seed, index))
-    _, vy, vx = SYNTH_MOTIONS[label]
-    vy, vx = (v * (1 if float(torch.rand((), generator=g)) < 0.5 else -1) for v in (vy, vx))
-    bg = torch.rand(3, 1, 1, generator=g) * 0.5 + 0.25
-    img = bg.expand(3, size, size).clone()
-    ys, xs = torch.arange(size), torch.arange(size)
-    for _ in range(clutter):  # static clutter rectangles
-        y0, x0 = torch.randint(size, (2,), generator=g).tolist()
-        h, w = torch.randint(size // 8 + 1, size // 3 + 2, (2,), generator=g).tolist()
-        box = (((ys - y0) % size < h)[:, None] & ((xs - x0) % size < w)[None, :])  # (size, size)
-        img = torch.where(box, torch.rand(3, 1, 1, generator=g), img)
-    s = max(1, round(size * side))
-    colour = (bg + 0.5) % 1  # far from the background in every channel: the dots stand out after RandAugment too
-    pos = torch.rand(movers + distractors, 2, generator=g) * size  # the first `movers` rows move
-    # Motion blur: the shutter stays open for `blur` video frames, so a mover is drawn at every sub-position in that
-    # interval, a streak along its axis (a still dot stays a dot).
-    t = frames.to(torch.float32)[:, None] - torch.arange(max(blur, 1), dtype=torch.float32)  # (F, E)
-    step = size / max(length, 1)
-    py = (pos[:movers, 0, None, None] + vy * step * t) % size  # (M, F, E)
-    px = (pos[:movers, 1, None, None] + vx * step * t) % size
-    inside_y = ((ys - py[..., None]) % size) < s  # (M, F, E, size)
-    inside_x = ((xs - px[..., None]) % size) < s
-    shapes = (inside_y[..., :, None] & inside_x[..., None, :]).any(2).any(0)  # (F, size, size)
-    for d in range(movers, movers + distractors):
-        shapes |= (((ys - pos[d, 0]) % size < s)[:, None] & ((xs - pos[d, 1]) % size < s)[None, :])
-    video = torch.where(shapes[:, None], colour, img)  # (F, 3, size, size)
-    eps = torch.stack([torch.randn(3, size, size, generator=torch.Generator().manual_seed(stream_seed("synth_noise", seed, index, int(f))))
-                       for f in frames])
-    return ((video + noise * eps).clamp(0, 1) * 255).round().to(torch.uint8)
+    classes: tuple
+    glyphs: tuple = (5, 8)
+    radius: tuple = (0.1, 0.14)
+    tilt: float = 0.3
+    clutter: tuple = (1, 3)
+    shake: float = 1.5
+    background: float = 0.15
+    noise: float = 0.02
+
+    def names(self) -> list[str]:
+        return [f"{a}_{m[0] if len(m) == 1 else 'any'}" for a, m in self.classes]
+
+
+def proxy_classes(groups: int, group_motions: int, singles: int) -> tuple:
+    """The proxy's class list: `groups` glyphs x `group_motions` motions each (motion-only classes), then `singles`
+    glyphs with one motion each (frame-identifiable classes). Motions cycle through PROXY_MOTIONS, so every motion
+    occurs in several groups and singles."""
+    out, k = [], 0
+    for i, glyph in enumerate(PROXY_SHAPES[:groups + singles]):
+        for _ in range(group_motions if i < groups else 1):
+            if glyph in ("disc", "ring") and PROXY_MOTIONS[k % len(PROXY_MOTIONS)] == "spin":
+                k += 1  # a turning disc looks still
+            out.append((glyph, (PROXY_MOTIONS[k % len(PROXY_MOTIONS)],)))
+            k += 1
+    return tuple(out)
+
+
+# 32 classes: 3 glyphs x 3 motions (9 classes only motion tells apart) and 23 glyphs with one motion each.
+SYNTH_TASKS: dict[str, SynthTask] = {
+    "ucf-proxy": SynthTask(proxy_classes(groups=3, group_motions=3, singles=23)),
+    "ucf-proxy-pretrain": SynthTask(tuple((s, PRETRAIN_MOTIONS) for s in PRETRAIN_SHAPES)),
+}
+
+
+def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthTask", size: int, seed: int = 0
+                     ) -> torch.Tensor:
+    """Frames `frames` (video frame indices) of clip `index` of class `label` of `task` -> uint8 (len(frames), 3, size,
+    size). Everything per clip is drawn from (seed, index) and the noise and camera shake of frame t from
+    (seed, index, t), so any subset of frames is generated without the others (like decoding only the needed frames).
+    numpy rather than torch: the arrays are small and torch's per-call cost would dominate (~0.8 ms for four 40 px
+    frames)."""
+    g = np.random.default_rng(stream_seed("synth_clip", seed, index))
+    glyph, motions = task.classes[label]
+    motion = motions[int(g.integers(len(motions)))]
+    n = int(g.integers(task.glyphs[0], task.glyphs[1] + 1))
+    n_clutter = int(g.integers(task.clutter[0], task.clutter[1] + 1))
+    cells = g.permutation(9)[:n]
+    d = g.random(16 + 3 * n + 7 * n_clutter)  # every other per-clip draw, in one call
+    r = d[:5].tolist()  # the motion's speed, direction, phase, amplitude, second direction
+    radius = task.radius[0] + (task.radius[1] - task.radius[0]) * d[5]
+    mirror = -1.0 if d[6] < 0.5 else 1.0
+    shake_amp = task.shake * d[7]
+    grad = (d[8:10] * 2 - 1) * task.background
+    # Glyphs lighter than the background in every channel. With a random contrast sign per channel a tiny ViT trained
+    # from scratch stays at chance for 800+ steps (its linear patch embedding sees an edge of either sign as two
+    # unrelated patterns); with a fixed sign it starts learning within ~200 steps.
+    bg = (d[10:13] * 0.3 + 0.05).reshape(3, 1, 1)
+    fg = bg + 0.35 + 0.25 * d[13:16].reshape(3, 1, 1)
+    tilt = task.tilt * (2 * d[16:16 + n] - 1)
+    pos = (np.stack([cells // 3, cells % 3], 1) + 0.2 + 0.6 * d[16 + n:16 + 3 * n].reshape(n, 2)) / 3  # (n, 2) y, x
+    boxes = d[16 + 3 * n:].reshape(n_clutter, 7)  # y0, x0, h, w, colour within +-0.2 of the background
+
+    t = frames.numpy().astype(np.float64)
+    F_ = len(t)
+    per_frame = [np.random.default_rng(stream_seed("synth_noise", seed, index, int(f))) for f in t]
+    shake = np.stack([gf.random(2) for gf in per_frame]) * (2 * shake_amp) - shake_amp  # (F, 2) pixels
+    eps = np.stack([gf.random((3, size, size), dtype=np.float32) for gf in per_frame])  # (F, 3, S, S)
+    ys = np.arange(size) + 0.5
+    Y = ys.reshape(1, size, 1) - shake[:, 0, None, None]  # world coordinates of each pixel, (F, S, 1)
+    X = ys.reshape(1, 1, size) - shake[:, 1, None, None]  # (F, 1, S)
+    # Background: a colour with a linear gradient and static clutter rectangles, all moved by the camera shake.
+    img = bg + (grad[0] / size * Y + grad[1] / size * X - (grad[0] + grad[1]) / 2)[:, None]  # (F, 3, S, S)
+    for b in boxes:
+        y0, x0 = b[0] * size, b[1] * size
+        h, w = size / 8 + b[2] * size / 4, size / 8 + b[3] * size / 4
+        box = ((Y >= y0) & (Y < y0 + h)) & ((X >= x0) & (X < x0 + w))  # (F, S, S)
+        img = np.where(box[:, None], bg + 0.4 * b[4:7].reshape(3, 1, 1) - 0.2, img)
+    # The flock: glyph centres (F, n) after the motion, wrapped around the frame.
+    m = _flock_motion(t, motion, r)
+    rel = pos - 0.5  # layout about the frame centre
+    if "swirl" in m:
+        c, s = np.cos(m["swirl"])[:, None], np.sin(m["swirl"])[:, None]
+        ry, rx = c * rel[:, 0] + s * rel[:, 1], c * rel[:, 1] - s * rel[:, 0]
+    else:
+        ry, rx = np.broadcast_to(rel[:, 0], (F_, n)), np.broadcast_to(rel[:, 1], (F_, n))
+    zoom = m["zoom"][:, None] if "zoom" in m else np.ones((F_, 1))  # (F, 1)
+    cy = 0.5 + ry * zoom + (m["oy"][:, None] if "oy" in m else 0)  # (F, n) frame fractions
+    cx = 0.5 + rx * zoom + (m["ox"][:, None] if "ox" in m else 0)
+    half = size / 2
+    dy = (Y[:, None] - ((cy % 1) * size - half)[..., None, None]) % size - half  # (F, n, S, 1): nearest copy on the
+    dx = (X[:, None] - ((cx % 1) * size - half)[..., None, None]) % size - half  # (F, n, 1, S)  torus
+    a = tilt[None, :] + (m["spin"][:, None] if "spin" in m else 0)  # (F, n)
+    scale = 1 / (radius * size * zoom)  # (F, 1): pixels -> glyph radii
+    cos, sin = ((np.cos(a) * scale)[..., None, None].astype(np.float32),
+                (np.sin(a) * scale)[..., None, None].astype(np.float32))
+    dy, dx = dy.astype(np.float32), dx.astype(np.float32)
+    u = dx * (mirror * cos) + dy * (mirror * sin)  # (F, n, S, S) glyph-local coordinates
+    v = dy * cos - dx * sin
+    inside = GLYPHS[glyph](u, v).any(1)  # (F, S, S)
+    video = np.where(inside[:, None], fg, img) + (task.noise * 12 ** 0.5) * (eps - 0.5)  # uniform noise, std task.noise
+    return torch.from_numpy((np.clip(video, 0, 1) * 255).round().astype(np.uint8))
 
 
 class SyntheticClips(VideoClips):
@@ -1383,14 +1572,14 @@ class SyntheticClips(VideoClips):
         c = self.cfg
         idx = pick(c.synth_length)
         rel, y = self.entries[i]
-        return synthetic_frames(int(rel.rsplit("_", 1)[1]), y, idx, c.synth_size, c.synth_length, c.synth_seed,
-                                c.synth_noise, c.synth_distractors, c.synth_movers, c.synth_side, c.synth_clutter,
-                                c.synth_blur), idx
+        return synthetic_frames(int(rel.rsplit("_", 1)[1]), y, idx, SYNTH_TASKS[c.synth_task], c.synth_size,
+                                c.synth_seed), idx
 
 
 def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list[str]]:
-    """(train, test, class_names) of the synthetic dataset; clip ids are global so train and test never share one."""
-    names = [m[0] for m in SYNTH_MOTIONS[: cfg.synth_classes]]
+    """(train, test, class_names) of the synthetic task's first synth_classes classes (0: all); clip ids are global,
+    so train and test never share one."""
+    names = SYNTH_TASKS[cfg.synth_task].names()[:cfg.synth_classes or None]
     per = cfg.synth_clips_per_class + cfg.synth_test_per_class
     train, test = [], []
     for y, name in enumerate(names):
@@ -2099,16 +2288,19 @@ class Run:
     t_start: float = 0.0
 
 
-def setup_run(cfg: Config) -> Run:
+def setup_run(cfg: Config, distributed: bool = True) -> Run:
     """Everything one training process needs, restored from RUN_DIR/last.pt when cfg.train.resume is set."""
     t = cfg.train
-    rank, world, local = init_distributed()
+    rank, world, local = init_distributed() if distributed else (0, 1, 0)
     device = pick_device(t.device if world == 1 or not torch.cuda.is_available() else f"cuda:{local}")
     amp = resolve_amp(t.amp, device)
     labeled_batch, accum = batch_layout(t.global_batch, cfg.data.labeled_batch, world)
     asked = cfg.data.labeled_batch
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
+    pretrained = cfg.model.pretrained
+    if pretrained == "synthetic" and not t.resume:
+        pretrained = stage0_checkpoint(cfg)  # before this run's logging starts: stage 0 logs to its own directory
     run_dir, created = run_directory(cfg, world)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -2120,8 +2312,8 @@ def setup_run(cfg: Config) -> Run:
 
         seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
         model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
-        if cfg.model.pretrained and not t.resume:
-            load_pretrained(model, cfg.model.pretrained)
+        if pretrained and not t.resume:
+            load_pretrained(model, pretrained)
         elif cfg.data.dataset != "synthetic" and not t.resume:
             log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
                         "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
@@ -2173,9 +2365,10 @@ def setup_run(cfg: Config) -> Run:
         raise
 
 
-def train(cfg: Config) -> dict:
-    """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set."""
-    run = setup_run(cfg)
+def train(cfg: Config, distributed: bool = True) -> dict:
+    """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set.
+    distributed=False: this process alone, even under torchrun."""
+    run = setup_run(cfg, distributed)
     cfg, t, s = run.cfg, cfg.train, run.state
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
     for epoch in range(s["epoch"], t.epochs):
@@ -2486,22 +2679,70 @@ def load_checkpoint(run: Run, path: Path) -> dict:
 # Presets per dataset: the dataclass defaults are the paper's setting (ViT-B, 8x224, SVFormer's optimiser); the
 # synthetic preset is the CPU demo. Order of precedence: dataclass defaults < preset < --config FILE < flags.
 PRESETS: dict[str, dict[str, dict]] = {
-    # Small enough that learning motion from scratch starts within ~100 steps: 16 px, 4 px patches (a dot is half a
-    # patch and moves about half a patch per sampled frame), D 64, 2 blocks. ema_momentum 0.97 instead of 0.99: the
-    # teacher's pseudo-labels drive the SSL losses and a 0.99 teacher lags ~100 steps behind a 300-step run. (The
-    # accuracy bench starts from pretrained weights, so its head is useful within ~50 steps; it does better with 0.99.)
-    "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=4, drop_path=0.0,
-                                head_dropout=0.0),
-                  "data": dict(img_size=16, synth_classes=4, synth_movers=1, synth_side=0.3, synth_length=128,
-                               labeled=0.2, labeled_batch=8, mu=2, workers=0, eval_batch=16, test_clips=1,
-                               test_crops=1),
-                  "train": dict(epochs=30, optimizer="adamw", lr=2e-3, weight_decay=0.05, global_batch=8,
-                                schedule="cosine", warmup_epochs=0.3, ema_momentum=0.97, log_every=10,
-                                grad_clip=1.0, eval_every=1, ckpt_epochs=1)},
+    # The built-in task (SYNTH_TASKS["ucf-proxy"]): a 2-block ViT (D 64) at 32 px with 8 px patches, 4 frames at stride
+    # 4, fine-tuned from its stage-0 image model (pretrained="synthetic", see stage0_checkpoint), as the paper starts
+    # from ImageNet. The settings are the accuracy bench's (bench/test_accuracy.py says why each).
+    "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=8, drop_path=0.0,
+                                head_dropout=0.0, pretrained="synthetic"),
+                  "data": dict(img_size=32, num_frames=4, clip_stride=4, scale_min=1.0, scale_max=1.2,
+                               temporal_warp_keys="2", randaug_n=1, labeled=0.1, labeled_batch=8, mu=2, workers=0,
+                               eval_batch=16, test_clips=1, test_crops=1),
+                  "train": dict(epochs=3, optimizer="adamw", lr=5e-4, weight_decay=0.05, global_batch=8,
+                                schedule="cosine", warmup_epochs=0.3, grad_clip=1.0, ema_momentum=0.98,
+                                ssl_rampup_epochs=0.5, log_every=50, eval_every=1, ckpt_epochs=1)},
     # The paper's runs: on CUDA bf16 autocast (amp auto) and torch.compile (compile auto; --no-compile to debug).
     "ucf101": {"data": dict(labeled=0.01)},
     "hmdb51": {"data": dict(labeled=0.4)},
 }
+# Stage 0 of the built-in task, our "ImageNet": the fine-tuning config's model, trained as an image model (T = 1) with
+# Stage 0, the synthetic task's "ImageNet": all labels on single frames of the disjoint pretraining task (other glyphs,
+# other motions, another content seed), with the architecture and frame geometry of the run it initialises.
+STAGE0 = {"model": dict(pretrained=""),
+          "data": dict(synth_task="ucf-proxy-pretrain", synth_classes=0, synth_seed=1, synth_clips_per_class=160,
+                       synth_test_per_class=10, num_frames=1, temporal_warp_keys="1", labeled=1.0, mu=0,
+                       labeled_batch=32),
+          "train": dict(seed=0, epochs=25, lr=1e-3, global_batch=32, eval_every=0, out="", resume="")}
+STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
+RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
+                "train": ("device", "amp", "compile", "out", "resume", "log_every")}
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def stage0_config(cfg: Config) -> tuple[Config, str]:
+    """Stage 0's config for run cfg (the synthetic preset, cfg's model and frame geometry, STAGE0 on top; cfg's runtime
+    settings) and its key: a hash of every setting that changes the trained weights."""
+    d, run = config_to_dict(config_from_dict(PRESETS["synthetic"])), config_to_dict(cfg)
+    d["model"].update(run["model"])
+    for s in ("data", "train"):
+        d[s].update({k: run[s][k] for k in STAGE0_FROM_RUN[s] + RUNTIME_KEYS[s]})
+    pre = config_from_dict(STAGE0, config_from_dict(d))
+    kept = {s: {k: v for k, v in sec.items() if k not in RUNTIME_KEYS.get(s, ())}
+            for s, sec in config_to_dict(pre).items()}
+    return pre, hashlib.sha256(yaml.safe_dump(kept).encode()).hexdigest()[:12]
+
+
+def stage0_checkpoint(cfg: Config) -> str:
+    """The stage-0 image model for run cfg: pretrained/stage0-<key>.safetensors when committed (the demo's), else
+    trained on first use into $XDG_CACHE_HOME/fullsvformer/stage0-<key>/ (default ~/.cache; a stage 0 killed halfway
+    resumes there). Under torchrun rank 0 trains it, alone, while the others wait."""
+    pre, key = stage0_config(cfg)
+    if (PRETRAINED_DIR / f"stage0-{key}.safetensors").is_file():
+        return str(PRETRAINED_DIR / f"stage0-{key}.safetensors")
+    out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fullsvformer" / f"stage0-{key}"
+    if not (out / "stage0.safetensors").is_file():
+        rank, world, _ = init_distributed()
+        if rank == 0:
+            log.warning("training the stage-0 image model of the synthetic task into %s (once)", out)
+            if not (out / "summary.json").is_file():
+                resume = str(out) if (out / "last.pt").is_file() else ""
+                train(dataclasses.replace(pre, train=dataclasses.replace(pre.train, out=str(out), resume=resume)),
+                      distributed=False)
+            weights = {k: v.contiguous() for k, v in torch_load(out / "last.pt")["model"].items()}
+            save_safetensors(weights, str(out / "stage0.tmp"))
+            os.replace(out / "stage0.tmp", out / "stage0.safetensors")
+        if world > 1:
+            dist.barrier()
+    return str(out / "stage0.safetensors")
 
 
 def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:

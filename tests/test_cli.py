@@ -116,7 +116,7 @@ def test_checkpoints_record_how_they_were_selected(run_dir):
     last = torch.load(run_dir / "run" / "last.pt", weights_only=True)
     assert "TEST set" in best["selection"] and "do not report" in best["selection"]
     assert last["selection"].startswith("last.pt: the model at step 12")
-    assert best["class_names"] == last["class_names"] == ["stay_still", "vertical", "horizontal"]
+    assert best["class_names"] == last["class_names"] == ["disc_still", "disc_slide_h", "disc_slide_v"]
     out = cli("eval", "--checkpoint", run_dir / "run" / "best.pt", "--device", "cpu")
     assert out.returncode == 0 and "best.pt: best.pt: the highest 1-view top-1" in out.stdout
     assert "TEST set" not in cli("eval", "--checkpoint", run_dir / "run" / "last.pt", "--device", "cpu").stdout
@@ -165,7 +165,7 @@ def test_predict_table_without_json(run_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0] == str(video) and len(lines) == 1 + 3  # the video, then its 3 classes (topk 5 > 3 classes)
-    assert {line.split()[-1] for line in lines[1:]} == {"stay_still", "vertical", "horizontal"}
+    assert {line.split()[-1] for line in lines[1:]} == {"disc_still", "disc_slide_h", "disc_slide_v"}
 
 
 # ---- torchrun on the demo, as the README shows it --------------------------------------------------------------------

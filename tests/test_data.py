@@ -297,30 +297,36 @@ def test_ranks_partition_the_unlabeled_pool():
     assert not set(per_rank[0]) & set(per_rank[1]) and len(set(per_rank[0]) | set(per_rank[1])) == 24
 
 
+PROXY = fs.SYNTH_TASKS["ucf-proxy"]
+
+
 def test_synthetic_frames_subset_equals_full_video():
-    full = fs.synthetic_frames(5, 2, torch.arange(32), 40, 32)
+    full = fs.synthetic_frames(5, 2, torch.arange(32), PROXY, 40)
     idx = torch.tensor([3, 9, 9, 30])
-    assert torch.equal(fs.synthetic_frames(5, 2, idx, 40, 32), full[idx])
-    # the mover moves: consecutive frames differ by more than the noise
-    assert (full[0].float() - full[8].float()).abs().gt(60).any()
+    assert torch.equal(fs.synthetic_frames(5, 2, idx, PROXY, 40), full[idx])
+    assert not torch.equal(fs.synthetic_frames(5, 2, idx, PROXY, 40, seed=1), full[idx])  # the content seed matters
 
 
-def test_synthetic_motion_blur_streaks_along_the_axis():
-    """synth_blur draws a mover at every position the shutter saw: a horizontal mover's streak is longer than the
-    sharp dot along x only; a still dot, and a shutter of one frame, change nothing."""
-    frames = torch.arange(0, 64, 8)
-    kw = dict(size=40, length=64, noise=0.0, movers=1, side=0.1)
-    sharp, blurred = (fs.synthetic_frames(7, 2, frames, blur=b, **kw) for b in (0, 9))  # label 2: horizontal
-    assert torch.equal(fs.synthetic_frames(7, 2, frames, blur=1, **kw), sharp)
-    still = fs.synthetic_frames(7, 0, frames, blur=0, **kw)
-    assert torch.equal(fs.synthetic_frames(7, 0, frames, blur=9, **kw), still)
-    for f in range(len(frames)):
-        dot_s = (sharp[f] != sharp[f].flatten(1).mode(1).values[:, None, None]).any(0)  # (H, W) dot pixels
-        dot_b = (blurred[f] != blurred[f].flatten(1).mode(1).values[:, None, None]).any(0)
-        assert torch.equal(dot_s.any(1), dot_b.any(1))  # the same rows: no vertical extent added
-        # 40 px crossed once per 64 frames: 8 extra frames of shutter add 5 px along x
-        assert dot_b.any(0).sum() == dot_s.any(0).sum() + 5
-        assert (dot_s & ~dot_b).sum() == 0  # the sharp dot (the latest position) is part of the streak
+def test_motion_classes_share_appearance_and_differ_in_motion():
+    """Classes 0-2 are one glyph (disc) with 3 motions (still, slide_h, slide_v). The same clip index of each has
+    the same first frame (every per-clip draw is the same, and a slide starts at offset 0), then they part: a still
+    flock's frames differ only by camera shake and noise, a sliding one's do not."""
+    assert [g for g, _ in PROXY.classes[:3]] == ["disc"] * 3 and len({m for _, m in PROXY.classes[:3]}) == 3
+    t = torch.tensor([0, 12])
+    still, slide_h, slide_v = (fs.synthetic_frames(9, y, t, PROXY, 40).float() for y in range(3))
+    assert torch.equal(still[0], slide_h[0]) and torch.equal(still[0], slide_v[0])
+    assert (slide_h[1] - still[1]).abs().mean() > 5 and (slide_v[1] - slide_h[1]).abs().mean() > 5
+
+
+def test_synthetic_tasks_and_stage0_are_disjoint():
+    """Stage 0 (the proxy's "ImageNet") shares no glyph and no motion with the proxy, and the proxy has the
+    structure of UCF-101: >= 32 classes, some told apart only by motion, most by a single frame."""
+    pre = fs.SYNTH_TASKS["ucf-proxy-pretrain"]
+    assert not {g for g, _ in PROXY.classes} & {g for g, _ in pre.classes}
+    assert not {m for _, ms in PROXY.classes for m in ms} & {m for _, ms in pre.classes for m in ms}
+    glyphs = [g for g, _ in PROXY.classes]
+    shared = {g for g in glyphs if glyphs.count(g) > 1}
+    assert len(PROXY.classes) >= 32 and len(shared) >= 3 and len(set(PROXY.names())) == len(PROXY.classes)
 
 
 def test_real_files_end_to_end_with_workers(ucf_videos):
@@ -338,7 +344,7 @@ def test_hmdb_layout_end_to_end(tmp_path):
     make_synthetic.main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "2", "--clips-per-class", "10",
                             "--size", "32", "--length", "16"])
     data = fs.build_data(cfg(dataset="hmdb51", data_root=str(tmp_path), labeled=0.45), 0)  # no committed 45% split
-    assert data.class_names == ["stay_still", "vertical"] and len(data.test) == 6 and len(data.labeled) == 6  # 45% of 6 train clips per class = 3
+    assert data.class_names == ["disc_slide_h", "disc_still"] and len(data.test) == 6 and len(data.labeled) == 6  # sorted folders; 45% of 6 = 3 per class
     assert next(fs.train_batches(data, 0))[1]["strong"].shape == (2, 4, 3, 32, 32)
 
 
@@ -347,17 +353,17 @@ def test_lists_class_names_are_the_folder_only_when_every_clip_agrees(tmp_path):
     its number when they do not, so a name shown by `predict` is never a guess."""
     make_synthetic.main(["--out", str(tmp_path), "--layout", "hmdb51", "--classes", "3", "--clips-per-class", "2",
                             "--size", "32", "--length", "16"])
-    rows = {"train.csv": ["stay_still/stay_still_clip_0.avi 0", "vertical/vertical_clip_0.avi 1",
-                          "horizontal/horizontal_clip_0.avi 2"],
-            "val.csv": ["stay_still/stay_still_clip_1.avi 0", "vertical/vertical_clip_1.avi 1",
-                        "stay_still/horizontal_clip_1.avi 2"]}  # label 2 in two folders
-    (tmp_path / "stay_still" / "horizontal_clip_1.avi").write_bytes((tmp_path / "horizontal" /
-                                                                    "horizontal_clip_1.avi").read_bytes())
+    rows = {"train.csv": ["disc_still/disc_still_clip_0.avi 0", "disc_slide_h/disc_slide_h_clip_0.avi 1",
+                          "disc_slide_v/disc_slide_v_clip_0.avi 2"],
+            "val.csv": ["disc_still/disc_still_clip_1.avi 0", "disc_slide_h/disc_slide_h_clip_1.avi 1",
+                        "disc_still/disc_slide_v_clip_1.avi 2"]}  # label 2 in two folders
+    (tmp_path / "disc_still" / "disc_slide_v_clip_1.avi").write_bytes((tmp_path / "disc_slide_v" /
+                                                                      "disc_slide_v_clip_1.avi").read_bytes())
     for name, lines in rows.items():
         (tmp_path / name).write_text("\n".join(lines) + "\n")
     data = fs.build_data(cfg(dataset="lists", data_root=str(tmp_path), train_list=str(tmp_path / "train.csv"),
                              val_list=str(tmp_path / "val.csv"), mu=0), 0)
-    assert data.class_names == ["stay_still", "vertical", "2"]
+    assert data.class_names == ["disc_still", "disc_slide_h", "2"]
 
 
 def dict_replace(c, **kw):

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True)
     p.add_argument("--layout", required=True, choices=("ucf101", "hmdb51"))
-    p.add_argument("--classes", type=int, default=4)
+    p.add_argument("--task", default="ucf-proxy", help="a task of fullsvformer.SYNTH_TASKS")
+    p.add_argument("--classes", type=int, default=4, help="its first N classes (0: all)")
     p.add_argument("--clips-per-class", type=int, default=10)
     p.add_argument("--size", default="64", help="frame size in pixels, even: N (square) or WxH, e.g. 320x240 as UCF-101")
     p.add_argument("--length", type=int, default=64, help="frames per video (25 fps)")
@@ -36,10 +37,15 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"--size {a.size!r}: expected N or WxH")
     from torchcodec.encoders import VideoEncoder  # here: --help works without FFmpeg
 
+    if a.task not in fs.SYNTH_TASKS:
+        p.error(f"--task {a.task!r}: expected one of {sorted(fs.SYNTH_TASKS)}")
+    task = fs.SYNTH_TASKS[a.task]
+
     def clip(index: int, label: int) -> torch.Tensor:  # a square clip of the longer side, cropped to H x W
-        return fs.synthetic_frames(index, label, torch.arange(a.length), max(W, H), a.length, a.seed)[..., :H, :W]
+        return torch.cat([fs.synthetic_frames(index, label, t, task, max(W, H), a.seed)[..., :H, :W]
+                          for t in torch.arange(a.length).split(8)])  # 8 frames at a time bounds the memory
     out = Path(a.out)
-    names = [m[0] for m in fs.SYNTH_MOTIONS[: a.classes]]
+    names = task.names()[:a.classes or None]
     if a.layout == "ucf101":
         # UCF style: CamelCase classes, v_<Class>_gGG_cCC.avi; split k tests groups 7(k-1)+1..7k, as the official one.
         camel = ["".join(w.title() for w in n.split("_")) for n in names]

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every accuracy table in bench/README.md, from scratch: ~80 minutes on 2 cores (two single-thread runs at a time).
+# Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
+#   bash bench/accuracy_all.sh [tuning|recipe|table]   # one part, or all three in this order
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=bench/results
+A="python bench/test_accuracy.py --jobs 1"
+part=${1:-all}
+cmds=()
+if [[ $part == all || $part == tuning ]]; then
+  # Supervised-only's lr x length, both regimes, seeds 0-2 (the seeds the method's settings were chosen on).
+  for lr in 5e-4 1e-3; do for ep in 1 3; do
+    cmds+=("$A --variants supervised --seeds 0,1,2 --extra '--lr $lr --epochs $ep' --out $R/tuning/supervised_lr${lr}_e${ep}.json")
+  done; done
+fi
+if [[ $part == all || $part == recipe ]]; then
+  # The recipe choices where our defaults and SVFormer's code differ, each against the full method (table, seeds 0-2).
+  while read -r name flags; do
+    cmds+=("$A --regimes 1pc --variants full --seeds 0,1,2 --extra '$flags' --out $R/recipe/$name.json")
+  done <<'LIST'
+warmup1 --supervised-warmup-epochs 1
+mix_weighted --mix-weighted
+randaug0 --randaug-n 0
+randaug2 --randaug-n 2
+warp_all --temporal-warp-on all
+delta0.1 --mix-threshold 0.1
+delta0.6 --mix-threshold 0.6
+ema0.9227 --ema-momentum 0.9227
+ema0.99 --ema-momentum 0.99
+LIST
+fi
+if (( ${#cmds[@]} )); then
+  printf '%s\n' "${cmds[@]}" | xargs -P 2 -I{} bash -c '{} > /dev/null && echo "done: {}"'
+fi
+if [[ $part == all || $part == table ]]; then
+  python bench/test_accuracy.py --jobs 2 --out $R/accuracy.json  # every regime x variant x seeds 0-4
+fi
