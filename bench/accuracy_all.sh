@@ -11,13 +11,13 @@ cmds=()
 if [[ $part == all || $part == tuning ]]; then
   # Supervised-only's lr x length, both regimes, seeds 0-2 (the seeds the method's settings were chosen on).
   for lr in 5e-4 1e-3; do for ep in 1 3; do
-    cmds+=("$A --variants supervised --seeds 0,1,2 --extra '--lr $lr --epochs $ep' --out $R/tuning/supervised_lr${lr}_e${ep}.json")
+    cmds+=("$A --variants supervised --seeds 0,1,2 --extra='--lr $lr --epochs $ep' --out $R/tuning/supervised_lr${lr}_e${ep}.json")
   done; done
 fi
 if [[ $part == all || $part == recipe ]]; then
   # The recipe choices where our defaults and SVFormer's code differ, each against the full method (table, seeds 0-2).
   while read -r name flags; do
-    cmds+=("$A --regimes 1pc --variants full --seeds 0,1,2 --extra '$flags' --out $R/recipe/$name.json")
+    cmds+=("$A --regimes 1pc --variants full --seeds 0,1,2 --extra='$flags' --out $R/recipe/$name.json")
   done <<'LIST'
 warmup1 --supervised-warmup-epochs 1
 mix_weighted --mix-weighted
@@ -30,8 +30,11 @@ ema0.9227 --ema-momentum 0.9227
 ema0.99 --ema-momentum 0.99
 LIST
 fi
+lane() {  # every other command, from $1: two lanes share the 2 cores
+  for ((i = $1; i < ${#cmds[@]}; i += 2)); do eval "${cmds[i]}" > /dev/null; echo "done: ${cmds[i]}"; done
+}
 if (( ${#cmds[@]} )); then
-  printf '%s\n' "${cmds[@]}" | xargs -P 2 -I{} bash -c '{} > /dev/null && echo "done: {}"'
+  lane 0 & lane 1 & wait
 fi
 if [[ $part == all || $part == table ]]; then
   python bench/test_accuracy.py --jobs 2 --out $R/accuracy.json  # every regime x variant x seeds 0-4
