@@ -62,12 +62,10 @@ class UserError(ValueError):
     """A mistake the user can fix (a flag, a config value, a file, a dataset layout). The CLI prints its message as
     `fullsvformer: error: ...` and exits with 2, without a traceback (set FULLSVFORMER_DEBUG=1 or --debug for one)."""
 
-# ======================================================================================================================
-# Config
-# ======================================================================================================================
+
+# ==== Config ==========================================================================================================
 # Every field is a CLI flag (--field-name) and a YAML key; its help string is its documentation. Defaults live here
 # and nowhere else. Field names are unique across the config sections so that flags stay flat.
-
 
 def F_(default: Any, help: str, choices: tuple | None = None, check: str = "") -> Any:
     """A dataclass field with a help string, and optionally its choices or its bound (BOUNDS), for the generated CLI
@@ -362,10 +360,7 @@ def load_config(path: str | Path) -> Config:
     return config_from_dict(read_config_file(path))
 
 
-# ======================================================================================================================
-# Utilities
-# ======================================================================================================================
-
+# ==== Utilities =======================================================================================================
 
 def seed_everything(seed: int) -> None:
     """Seed python, numpy and torch (all devices) in one visible place."""
@@ -444,11 +439,8 @@ def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
         log.addHandler(fh)
 
 
-# ======================================================================================================================
-# Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021)
-# ======================================================================================================================
+# ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
-
 
 class Attention(nn.Module):
     """Multi-head self-attention over the middle axis of (B, L, D), through F.scaled_dot_product_attention.
@@ -605,10 +597,7 @@ def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: 
     return model
 
 
-# ======================================================================================================================
-# Checkpoint loading and conversion
-# ======================================================================================================================
-
+# ==== Checkpoint loading and conversion ===============================================================================
 # Formats that load_pretrained accepts, detected from the keys (never from the file name alone):
 #   vit      timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under 'model'/'state_dict'/'model_state'
 #   official the official TimeSformer .pyth: {'model_state': {'model.<key>': ...}, 'cfg', 'epoch', ...}
@@ -861,9 +850,7 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
     return report
 
 
-# ======================================================================================================================
-# Data: dataset layouts, split lists, clip sampling, decoding, weak/strong views, synthetic clips, loaders
-# ======================================================================================================================
+# ==== Data: dataset layouts, split lists, clip sampling, decoding, weak/strong views, synthetic clips, loaders ========
 # API for the training loop (everything else in this section is a building block usable on its own):
 #
 #   data = build_data(cfg.data, seed)       # Data: .labeled .unlabeled .test (Dataset), .num_classes, .class_names, .bad
@@ -1842,10 +1829,7 @@ def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
         yield from _worker_errors(_loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False))
 
 
-# ======================================================================================================================
-# Semi-supervised objectives (pure functions)
-# ======================================================================================================================
-
+# ==== Semi-supervised objectives (pure functions) =====================================================================
 # Shapes as in the model section: B samples, K classes, T frames, N patches per frame, D token width.
 # Every loss below is computed in float32 whatever the logits' dtype (bf16 under autocast): softmax/log over 101
 # classes in bf16 (~3 significant digits) is noisier than the small KL values the student learns from.
@@ -2044,10 +2028,7 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
         t_buf.copy_(s_buf)
 
 
-# ======================================================================================================================
-# Evaluation
-# ======================================================================================================================
-
+# ==== Evaluation ======================================================================================================
 
 @torch.no_grad()
 def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, amp: str = "none",
@@ -2109,10 +2090,7 @@ def evaluate_batch(models: dict[str, nn.Module], counts: dict[str, torch.Tensor]
         c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
 
 
-# ======================================================================================================================
-# Training
-# ======================================================================================================================
-
+# ==== Training ========================================================================================================
 
 def init_distributed() -> tuple[int, int, int]:
     """(rank, world, local_rank) under torchrun (env vars set), else (0, 1, 0). NCCL on CUDA, gloo on CPU."""
@@ -2587,10 +2565,7 @@ def print_summary_table(s: dict) -> None:
     print(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s\n")
 
 
-# ======================================================================================================================
-# Checkpointing
-# ======================================================================================================================
-
+# ==== Checkpointing ===================================================================================================
 
 def atomic_write_text(path: Path, text: str) -> None:
     tmp = Path(f"{path}.tmp")
@@ -2672,10 +2647,7 @@ def load_checkpoint(run: Run, path: Path) -> dict:
     return mine["global"]
 
 
-# ======================================================================================================================
-# CLI
-# ======================================================================================================================
-
+# ==== CLI =============================================================================================================
 # Presets per dataset: the dataclass defaults are the paper's setting (ViT-B, 8x224, SVFormer's optimiser); the
 # synthetic preset is the CPU demo. Order of precedence: dataclass defaults < preset < --config FILE < flags.
 PRESETS: dict[str, dict[str, dict]] = {
