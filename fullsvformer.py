@@ -1,18 +1,12 @@
 """Full-SVFormer in one file: semi-supervised action recognition with a TimeSformer.
 
-Paper: Zuo, Xu, Wang, "Semi-supervised action recognition using logit aligned consistency and adaptive
-negative learning", Scientific Reports 15 (2025), doi 10.1038/s41598-025-01922-2. The method builds on
-SVFormer (Xing et al., CVPR 2023), logit standardization (Sun et al., CVPR 2024) and FullMatch's adaptive
-negative learning (Chen et al., CVPR 2023). Only the paper's abstract is public: every hyper-parameter that it
-does not state is an assumption, documented on its config field and listed in the README.
+Paper: Zuo, Xu, Wang, "Semi-supervised action recognition using logit aligned consistency and adaptive negative
+learning", Scientific Reports 15 (2025), doi 10.1038/s41598-025-01922-2. The method builds on SVFormer (Xing et al.,
+CVPR 2023), logit standardization (Sun et al., CVPR 2024) and FullMatch's adaptive negative learning (Chen et al.,
+CVPR 2023). Only the paper's abstract is public: every hyper-parameter that it does not state is an assumption,
+documented on its config field and listed in the README.
 
-Measured (README "Results", 2-core CPU VM, torch 2.14.1, no GPU yet): the CPU demo reaches 47.5% top-1 on 4
-synthetic motion classes (chance 25%) in 67 s; the full train step of the tiny preset runs at 15.8 clips/s, 0.68 of
-the machine's measured fp32 matmul speed (bench/test_throughput.py); forward+backward equals HF transformers'
-Timesformer (1.00x). On the synthetic semi-supervision bench (bench/test_accuracy.py: 5% labels, pretrained start,
-3 seeds) the full method's student reaches 71.5 +- 7.0 top-1 against 62.3 +- 5.0 for supervised-only; most of that gain
-is what the supervised run's own EMA teacher also reaches (69.7). Not measured yet: the GPU step
-(bench/gpu.sh) and the UCF-101/HMDB-51 runs.
+Measured numbers, with their hardware, versions and the bench/ commands that produce them: README "Results".
 
     python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
@@ -51,25 +45,22 @@ import yaml
 from safetensors.torch import load_file as load_safetensors, save_file as save_safetensors
 from tqdm import tqdm
 
-# Imported where first used, because importing them costs: timm (1.8 s here, for the model's layers), torchvision
-# (1.3 s, for the augmentations) and torchcodec (it needs FFmpeg's libraries, which a machine that only evaluates
-# or benchmarks the model may lack). `import fullsvformer` then needs none of them.
+# timm (1.8 s to import), torchvision (1.3 s) and torchcodec (it needs FFmpeg's libraries, which a machine that only
+# evaluates may lack) are imported where first used: `import fullsvformer` needs none of them.
 
 log = logging.getLogger("fullsvformer")
 
 
 class UserError(ValueError):
-    """A mistake the user can fix (a flag, a config value, a file, a dataset layout). The CLI prints its message as
-    `fullsvformer: error: ...` and exits with 2, without a traceback (set FULLSVFORMER_DEBUG=1 or --debug for one)."""
+    """A mistake the user can fix (flag, config value, file, dataset layout): the CLI prints it in one line, exit 2."""
 
 
 # ==== Config ==========================================================================================================
-# Every field is a CLI flag (--field-name) and a YAML key; its help string is its documentation. Defaults live here
-# and nowhere else. Field names are unique across the config sections so that flags stay flat.
+# Every field is a CLI flag (--field-name) and a YAML key, documented by its help string; defaults live here only.
+# Field names are unique across the sections so that flags stay flat.
 
 def F_(default: Any, help: str, choices: tuple | None = None, check: str = "") -> Any:
-    """A dataclass field with a help string, and optionally its choices or its bound (BOUNDS), for the generated CLI
-    and check_bounds."""
+    """A dataclass field with its help string, and optionally its choices or its bound (a BOUNDS key)."""
     meta = {"help": help, "choices": choices, "check": check}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
@@ -90,11 +81,9 @@ def check_bounds(section: str, cfg: Any) -> None:
 
 # --- model ------------------------------------------------------------------------------------------------------------
 # Named sizes: tiny runs on a laptop CPU, small is ViT-S/16 (SVFormer-S), base is ViT-B/16 (SVFormer-B, the paper's).
-ARCH_PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": dict(embed_dim=192, depth=4, num_heads=3),
-    "small": dict(embed_dim=384, depth=12, num_heads=6),
-    "base": dict(embed_dim=768, depth=12, num_heads=12),
-}
+ARCH_PRESETS: dict[str, dict[str, Any]] = {"tiny": dict(embed_dim=192, depth=4, num_heads=3),
+                                           "small": dict(embed_dim=384, depth=12, num_heads=6),
+                                           "base": dict(embed_dim=768, depth=12, num_heads=12)}
 
 
 @dataclass
@@ -108,9 +97,8 @@ class ModelConfig:
     drop_path: float = F_(0.1, "stochastic depth rate at the last block (SVFormer: 0.1)", check="prob")
     head_dropout: float = F_(0.5, "dropout before the classifier (SVFormer: 0.5)", check="prob")
     grad_checkpointing: bool = F_(False, "recompute block activations in backward: less memory, ~30% slower")
-    pretrained: str = F_("", "initial weights: a timm ViT / official TimeSformer / HF / fullsvformer checkpoint, "
-                             "timm:<name> (timm's cache, else downloaded), or synthetic (the built-in task's stage-0 "
-                             "image model, trained on first use and cached); PATH:teacher picks our EMA weights")
+    pretrained: str = F_("", "initial weights: a timm ViT / official TimeSformer / HF / fullsvformer checkpoint "
+                             "(PATH:teacher: its EMA), timm:<name>, or synthetic (the built-in task's stage-0 model)")
 
     def __post_init__(self):
         check_bounds("model", self)
@@ -135,7 +123,7 @@ class DataConfig:
     data_root: str = F_("", "dataset folder: ucf101/hmdb51 layout (see the data section) or the root of list paths")
     split: int = F_(1, "official train/test split (UCF-101, HMDB-51)", (1, 2, 3))
     labeled: float = F_(0.01, "labeled fraction of the train list, class-balanced; UCF-101: x% = x clips per class "
-                              "as SVFormer; committed splits/ files are used where they exist", check="frac")
+                              "(SVFormer); committed splits/ files are used where they exist", check="frac")
     split_seed: int = F_(0, "seed of the labeled/unlabeled draw (committed: 0, 1, 2)")
     train_list: str = F_("", "--dataset lists: labeled '<path> <label>' list (SVFormer's train.csv)")
     unlabeled_list: str = F_("", "--dataset lists: unlabeled list (labels used only for pseudo-label diagnostics)")
@@ -150,30 +138,29 @@ class DataConfig:
     hflip: float = F_(0.5, "weak view: horizontal flip probability", check="prob")
     randaug_n: int = F_(2, "strong view: RandAugment ops per clip, the same for every frame (0 = off)", check="nonneg")
     randaug_m: int = F_(9, "strong view: RandAugment magnitude (0-30)")
-    temporal_warp_p: float = F_(2 / 3, "strong view: temporal warping probability (SVFormer: 2/3, i.e. 1/3 per option)",
-                                check="prob")
+    temporal_warp_p: float = F_(2 / 3, "strong view: temporal warping probability (SVFormer: 2/3)", check="prob")
     temporal_warp_keys: str = F_("2,4", "strong view: key-frame counts temporal warping picks from, comma-separated")
-    temporal_warp_on: str = F_("partners", "strong view: which clips are temporally warped: partners (only Tube "
-                                           "TokenMix's partner clips, as SVFormer's code) or all (the consistency "
-                                           "losses see warped clips too)", ("partners", "all"))
-    strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p, applied on device by the training step "
-                                            "with channel_dropout() (SVFormer dropout2d: 0.2)", check="prob")
+    temporal_warp_on: str = F_("partners", "strong view: warp only Tube TokenMix's partner clips (SVFormer's code) or "
+                                           "all strong clips (the consistency losses see them too)",
+                               ("partners", "all"))
+    strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p, on the device (SVFormer's dropout2d)",
+                                       check="prob")
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
     std: list = F_([0.225, 0.225, 0.225], "per-channel std in [0, 1] for normalize_clips (SVFormer: 0.225)")
     labeled_batch: int = F_(1, "labeled clips per micro-batch per process (SVFormer: 1 per GPU); lowered, and logged, "
                                "when it does not divide global_batch / processes", check="count")
-    mu: int = F_(5, "unlabeled clips per labeled clip μ (SVFormer: 5); 0 = labeled only, epoch = labeled pass",
+    mu: int = F_(5, "unlabeled clips per labeled clip (SVFormer: 5); 0 = labeled only, epoch = labeled pass",
                  check="nonneg")
     eval_batch: int = F_(4, "test videos per eval batch (each holds test_clips × test_crops views)", check="count")
-    workers: int = F_(-1, "data loader worker processes per process (0 = decode in the training process; -1 = auto: "
-                          "this process's share of the CPUs minus one for training itself, 1 to 8)")
+    workers: int = F_(-1, "loader worker processes per process (0 = decode in the training process; -1 = auto: this "
+                          "process's share of the CPUs minus one, 1 to 8)")
     prefetch: int = F_(2, "batches each worker prepares ahead", check="count")
     pin_memory: bool = F_(True, "page-locked batches for faster host-to-GPU copies (only when CUDA is available)")
     max_bad_fraction: float = F_(0.01, "abort once more than this fraction of the training videos failed to decode",
                                  check="prob")
     # The built-in synthetic dataset; the generator's own knobs live in its task preset (SYNTH_TASKS).
     synth_task: str = F_("ucf-proxy", "synthetic: the task (SYNTH_TASKS): ucf-proxy (32 classes, appearance x motion, "
-                                      "shaped like UCF-101) or ucf-proxy-pretrain (its disjoint image-pretraining task)",
+                                      "like UCF-101) or ucf-proxy-pretrain (its disjoint image-pretraining task)",
                          ("ucf-proxy", "ucf-proxy-pretrain"))
     synth_classes: int = F_(0, "synthetic: use the task's first N classes (0 = all)", check="nonneg")
     synth_clips_per_class: int = F_(100, "synthetic: train clips per class (labeled + unlabeled)", check="count")
@@ -210,11 +197,10 @@ class TrainConfig:
     epochs: int = F_(30, "epochs; one epoch = one pass over the unlabeled pool (SVFormer: 30)", check="count")
     # Optimiser (SVFormer: SGD lr 0.005, momentum 0.9, Nesterov, wd 1e-4, batch 64 via accumulation).
     optimizer: str = F_("sgd", "sgd (Nesterov momentum, SVFormer) or adamw", ("sgd", "adamw"))
-    lr: float = F_(0.005, "peak learning rate for one optimizer step over global_batch labeled clips (with mu x as "
-                          "many unlabeled); it is not rescaled when the batch changes", check="pos")
-    global_batch: int = F_(64, "labeled clips per optimizer step over all processes; gradients are accumulated "
-                               "over global_batch / (labeled_batch x processes) micro-batches (SVFormer: 64)",
-                               check="count")
+    lr: float = F_(0.005, "peak learning rate for one optimizer step over global_batch labeled clips (and mu x as many "
+                          "unlabeled); not rescaled when the batch changes", check="pos")
+    global_batch: int = F_(64, "labeled clips per optimizer step over all processes, accumulated over global_batch / "
+                               "(labeled_batch x processes) micro-batches (SVFormer: 64)", check="count")
     momentum: float = F_(0.9, "SGD momentum (Nesterov) or AdamW beta1", check="prob")
     weight_decay: float = F_(1e-4, "weight decay (SVFormer: 1e-4 with SGD; try 0.05 with AdamW)", check="nonneg")
     schedule: str = F_("step", "lr decay after warmup: step (x lr_gamma at each lr_milestones epoch) or cosine",
@@ -225,9 +211,9 @@ class TrainConfig:
     warmup_epochs: float = F_(0.0, "linear warmup from 0, in epochs (may be fractional)", check="nonneg")
     grad_clip: float = F_(0.0, "clip the global gradient norm to this value (0 = off)", check="nonneg")
     # Semi-supervised objective: loss = CE + gamma_kl * KL + gamma_mix * L_mix + gamma_nl * L_NL.
-    ema_momentum: float = F_(0.9227, "EMA teacher momentum per optimizer step, whatever the number of micro-batches "
-                                     "and processes (SVFormer's code: 0.99 at each of its 8 accumulation iterations "
-                                     "per step = 0.99^8 = 0.9227)", check="prob")
+    ema_momentum: float = F_(0.9227, "EMA teacher momentum per optimizer step, whatever the micro-batches and "
+                                     "processes (SVFormer's code: 0.99 at each of 8 accumulation iterations = 0.99^8)",
+                             check="prob")
     gamma_kl: float = F_(2.0, "weight of the standardized-KL consistency (assumption: SVFormer's gamma1 = 2)",
                          check="nonneg")
     kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)", check="pos")
@@ -237,31 +223,28 @@ class TrainConfig:
     gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)", check="nonneg")
     mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumption: SVFormer fork's 10)",
                          check="pos")
-    mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3, "
-                                   "set for 101 classes; with few classes raise it, e.g. 0.5 for 4)", check="prob")
+    mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
+                                   "101 classes; raise it for few classes, e.g. 0.5 for 4)", check="prob")
     mix_weighted: bool = F_(False, "weight L_mix per sample by teacher confidence as the official SVFormer code does")
     gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)", check="nonneg")
     nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop a negative whose student probability exceeds this (0.95^2)",
                                   check="prob")
-    supervised_warmup_epochs: float = F_(0.0, "labeled-only epochs first (the unlabeled clips are not forwarded); the "
-                                              "EMA teacher then restarts from the student (SVFormer's WARM_EPOCH)",
-                                         check="nonneg")
-    ssl_rampup_epochs: float = F_(0.0, "ramp the unlabeled-loss weights linearly from 0 over this many epochs "
-                                       "(0 = off, as in the paper; Mean Teacher-style, our addition)", check="nonneg")
-    oracle_pseudo_labels: bool = F_(False, "diagnostic: the teacher's predictions on unlabeled clips are replaced by "
-                                           "their true labels (one-hot, from the split lists): an upper bound on what "
-                                           "the unlabeled losses can add")
+    supervised_warmup_epochs: float = F_(0.0, "labeled-only epochs first, then the EMA teacher restarts from the "
+                                              "student (SVFormer's WARM_EPOCH)", check="nonneg")
+    ssl_rampup_epochs: float = F_(0.0, "ramp the unlabeled-loss weights linearly from 0 over this many epochs (0 = "
+                                       "off, as the paper; Mean Teacher-style, our addition)", check="nonneg")
+    oracle_pseudo_labels: bool = F_(False, "diagnostic: the teacher's predictions on unlabeled clips are their true "
+                                           "labels: an upper bound on what the unlabeled losses can add")
     # Speed and run control.
     device: str = F_("auto", "auto (CUDA when present), cpu, cuda, cuda:1, ...")
     amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
-    compile: str = F_("auto", "torch.compile the student and teacher forwards: auto = on CUDA only (on a CPU it "
-                              "costs ~1 min of compilation for no gain), on (--compile), off (--no-compile)",
-                      ("auto", "on", "off"))
+    compile: str = F_("auto", "torch.compile the student and teacher forwards: auto = on CUDA only (on a CPU ~1 min of "
+                              "compilation for no gain), on (--compile), off (--no-compile)", ("auto", "on", "off"))
     out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
-    # On 8 GPUs an epoch of UCF-101 1% computes in ~7 s, while a 1-view eval takes ~2-4 s and a 1.5 GB checkpoint ~2 s
-    # (bench/feed.py): every 5 epochs (as SVFormer's code) keeps them near 10% of the run.
+    # On 8 GPUs an epoch of UCF-101 1% takes ~7 s, a 1-view eval ~2-4 s and a 1.5 GB checkpoint ~2 s (bench/feed.py):
+    # every 5 epochs (as SVFormer's code) keeps them near 10% of the run.
     eval_every: int = F_(5, "epochs between the cheap 1-view evals (0 = only the final multi-view eval)",
                          check="nonneg")
     ckpt_epochs: int = F_(5, "epochs between last.pt writes; the last epoch always writes one", check="count")
@@ -292,7 +275,7 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def config_from_dict(d: dict, base: Config | None = None) -> Config:
-    """Build a Config from a {section: {field: value}} dict over `base`; unknown keys are errors naming the key."""
+    """A Config from a {section: {field: value}} dict over `base`; unknown keys are errors naming the key."""
     base = base or Config()
     out = {}
     for s in SECTIONS:
@@ -318,7 +301,7 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
 
 
 def _checked_value(key: str, v: Any, default: Any, choices: tuple | None) -> Any:
-    """v converted to the type of the field's default (YAML reads '1e-3' as a string), or a ValueError naming key."""
+    """v converted to the type of the field's default (YAML reads '1e-3' as a string), or a UserError naming key."""
     kind = type(default)
     if kind is str and isinstance(v, bool) and choices and "on" in choices:  # YAML reads on/off/true as booleans
         v = "on" if v else "off"
