@@ -352,9 +352,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-# Random streams. Every random draw of a run comes from one of these, seeded by stream_seed(name, *keys), so that no
-# stream shifts another: neither the worker count nor a mid-epoch resume changes a draw, and the data order and every
-# clip's augmentation are the same for any number of processes (the device and dropout streams are per rank).
+# Random streams: every draw of a run comes from one, seeded by stream_seed(name, *keys), so no stream shifts another:
+# neither the worker count nor a mid-epoch resume changes a draw, and the data order and every clip's augmentation are
+# the same for any number of processes (device and dropout are per rank).
 #   stream           keys                                      draws
 #   (torch global)   train.seed                                the model's init, the same on every rank
 #   labeled_order    seed, epoch, pass                         the order of one pass over the labeled set
@@ -364,28 +364,25 @@ def seed_everything(seed: int) -> None:
 #     strong         sample seed                                 temporal warping (RandAugment: the weak view's stream)
 #     replacement    sample seed, attempt                        the clip that stands in for an unreadable video
 #   device           seed, rank                                Tube TokenMix (lambda, mask, partners), channel dropout
-#   dropout          seed, rank, step                          dropout and drop-path (torch's global RNG, seeded at the
-#                                                              start; a resume restores its state from the checkpoint)
+#   dropout          seed, rank, step                          dropout and drop-path (torch's global RNG; a resume
+#                                                              restores its state from the checkpoint)
 #   loader           seed                                      the DataLoader's own base seed (unused by the draws)
 #   synth_clip       synth_seed, clip                          a synthetic clip's content
 #   synth_noise      synth_seed, clip, frame                   its per-frame noise
-# The labeled/unlabeled split is drawn apart, per class, by numpy's default_rng([split_seed, label]) (splits/ is
-# generated that way, see class_balanced_split).
+# The labeled/unlabeled split: numpy's default_rng([split_seed, label]) per class (class_balanced_split, splits/).
 RNG_STREAMS = ("labeled_order", "unlabeled_order", "sample", "clip_start", "strong", "replacement", "device",
                "dropout", "loader", "synth_clip", "synth_noise")
 
 
 def stream_seed(name: str, *keys: int) -> int:
-    """The 63-bit seed of random stream `name` at `keys` (see RNG_STREAMS), keys up to 64 bits each (sample seeds are
-    keys too); SeedSequence hashing, so nearby keys give unrelated seeds."""
+    """The 63-bit seed of stream `name` at `keys` (up to 64 bits each); SeedSequence: nearby keys, unrelated seeds."""
     words = [w for x in (RNG_STREAMS.index(name) + 1, *keys) for w in (int(x) & 0xFFFFFFFF, int(x) >> 32 & 0xFFFFFFFF)]
     return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0]) >> 1
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present, else CPU; anything else is parsed by torch.device and must exist here. A CUDA
-    device comes back with its index, made current, with TF32 on for fp32 matmuls (the fp32 EMA teacher, --amp none):
-    training, eval and predict then compute alike."""
+    """'auto': CUDA when present, else CPU. A CUDA device comes back indexed, current and with TF32 matmuls (the fp32
+    EMA teacher, --amp none), so that training, eval and predict compute alike."""
     try:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
     except RuntimeError as e:
@@ -403,8 +400,7 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
     """Mixed precision by construction: a no-op context when amp is 'none'."""
     if amp == "none":
         return contextlib.nullcontext()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[amp])
 
 
 def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
@@ -413,23 +409,17 @@ def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
     log.propagate = False
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    console = logging.StreamHandler(sys.stdout)
-    console.setFormatter(fmt)
-    log.addHandler(console)
-    if run_dir is not None and rank == 0:
-        fh = logging.FileHandler(Path(run_dir) / "log.txt")
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
+    for h in [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(Path(run_dir) / "log.txt")]
+                                                     if run_dir is not None and rank == 0 else []):
+        h.setFormatter(fmt)
+        log.addHandler(h)
 
 
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
 
 class Attention(nn.Module):
-    """Multi-head self-attention over the middle axis of (B, L, D), through F.scaled_dot_product_attention.
-
-    Parameter names (qkv, proj) equal timm's ViT and the official TimeSformer, so their weights load as they are.
-    """
+    """Multi-head self-attention over the middle axis of (B, L, D), named as timm's ViT (qkv, proj) so weights load."""
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
         super().__init__()
@@ -445,11 +435,8 @@ class Attention(nn.Module):
 
 
 class DividedSpaceTimeBlock(nn.Module):
-    """One TimeSformer block: temporal attention, then spatial attention, then MLP (reference.md section 5).
-
-    Tokens are (B, 1 + N*T, D): the cls token, then patches ordered space-major, time-minor (index n*T + t), as in
-    the official code, so that a position's T tokens are contiguous and temporal attention needs no copy.
-    """
+    """One TimeSformer block: temporal attention, spatial attention, MLP. Tokens are (B, 1 + N*T, D): cls, then the
+    patches space-major, time-minor (n*T + t) as the official code, so temporal attention needs no copy."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
         from timm.layers import DropPath, Mlp
@@ -467,28 +454,22 @@ class DividedSpaceTimeBlock(nn.Module):
         B, L, D = x.shape
         N = (L - 1) // T
         cls, xt = x[:, :1], x[:, 1:]  # (B,1,D), (B,N*T,D)
-        # 1. Temporal attention among the T tokens of each spatial position; temporal_fc starts at zero, so an
-        #    ImageNet-initialised model begins as a per-frame ViT.
+        # Temporal attention among each position's T tokens; temporal_fc starts at zero: at init a per-frame ViT.
         r = self.temporal_attn(self.temporal_norm1(xt.reshape(B * N, T, D)))  # (B*N, T, D)
         xt = xt + self.temporal_fc(self.drop_path(r).reshape(B, N * T, D))
-        # 2. Spatial attention among the N patches of each frame, with the cls token repeated into every frame.
+        # Spatial attention among each frame's N patches, with the cls token repeated into every frame.
         xs = xt.view(B, N, T, D).transpose(1, 2).reshape(B * T, N, D)  # (B*T, N, D)
         xs = torch.cat([cls.expand(B, T, D).reshape(B * T, 1, D), xs], dim=1)  # (B*T, 1+N, D)
         r = self.drop_path(self.attn(self.norm1(xs)))  # (B*T, 1+N, D)
         cls_r = r[:, 0].view(B, T, D).mean(dim=1, keepdim=True)  # the frames' cls outputs are averaged: (B,1,D)
         r = r[:, 1:].reshape(B, T, N, D).transpose(1, 2).reshape(B, N * T, D)  # back to n*T + t order
         x = torch.cat([cls, xt], dim=1) + torch.cat([cls_r, r], dim=1)
-        # 3. MLP.
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
 class TimeSformer(nn.Module):
-    """TimeSformer with divided space-time attention. Input (B, C, T, H, W) float, output (B, num_classes) logits.
-
-    The forward runs in stages so that training can change tokens between them:
-        patchify (B,C,T,H,W) -> (B,T,N,D)  ->  token_hook (e.g. Tube TokenMix)  ->  embed -> (B,1+N*T,D)
-        -> blocks -> head.
-    """
+    """TimeSformer: (B, C, T, H, W) float -> (B, num_classes) logits. The forward runs in stages so that training can
+    change the tokens between them: patchify (B,T,N,D) -> token_hook (Tube TokenMix) -> embed -> blocks -> head."""
 
     def __init__(self, num_classes: int, num_frames: int = 8, img_size: int = 224, patch_size: int = 16,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
@@ -507,7 +488,6 @@ class TimeSformer(nn.Module):
         self.head_drop = nn.Dropout(head_dropout)
         self.head = nn.Linear(embed_dim, num_classes)
         self.grad_checkpointing = False
-
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.apply(self._init_weights)
@@ -568,8 +548,7 @@ class TimeSformer(nn.Module):
         tokens = self.patchify(x)  # (B,T,N,D)
         if token_hook is not None:  # may change the batch size, e.g. append token-mixed clips
             tokens = token_hook(tokens)
-        T = tokens.shape[1]
-        return self.forward_head(self.forward_blocks(self.embed(tokens), T))
+        return self.forward_head(self.forward_blocks(self.embed(tokens), tokens.shape[1]))
 
 
 def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: int) -> TimeSformer:
@@ -582,31 +561,21 @@ def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: 
 
 # ==== Checkpoint loading and conversion ===============================================================================
 # Formats that load_pretrained accepts, detected from the keys (never from the file name alone):
-#   vit      timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under 'model'/'state_dict'/'model_state'
+#   vit      a timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under model/state_dict/model_state
 #   official the official TimeSformer .pyth: {'model_state': {'model.<key>': ...}, 'cfg', 'epoch', ...}
 #   hf       HF transformers TimesformerForVideoClassification (a directory, model.safetensors or pytorch_model.bin)
 #   ours     a fullsvformer checkpoint: {'format': 'fullsvformer', 'model': ..., 'ema': ...}; PATH:teacher picks 'ema'
 
 HF_BLOCK_KEYS = {  # HF name inside timesformer.encoder.layer.<i>. -> our name inside blocks.<i>.
-    "layernorm_before": "norm1",
-    "attention.attention.qkv": "attn.qkv",
-    "attention.output.dense": "attn.proj",
-    "temporal_layernorm": "temporal_norm1",
-    "temporal_attention.attention.qkv": "temporal_attn.qkv",
-    "temporal_attention.output.dense": "temporal_attn.proj",
-    "temporal_dense": "temporal_fc",
-    "layernorm_after": "norm2",
-    "intermediate.dense": "mlp.fc1",
-    "output.dense": "mlp.fc2",
-}
+    "layernorm_before": "norm1", "attention.attention.qkv": "attn.qkv", "attention.output.dense": "attn.proj",
+    "temporal_layernorm": "temporal_norm1", "temporal_attention.attention.qkv": "temporal_attn.qkv",
+    "temporal_attention.output.dense": "temporal_attn.proj", "temporal_dense": "temporal_fc",
+    "layernorm_after": "norm2", "intermediate.dense": "mlp.fc1", "output.dense": "mlp.fc2"}
 HF_TOP_KEYS = {
-    "timesformer.embeddings.cls_token": "cls_token",
-    "timesformer.embeddings.position_embeddings": "pos_embed",
+    "timesformer.embeddings.cls_token": "cls_token", "timesformer.embeddings.position_embeddings": "pos_embed",
     "timesformer.embeddings.time_embeddings": "time_embed",
-    "timesformer.embeddings.patch_embeddings.projection": "patch_embed.proj",
-    "timesformer.layernorm": "norm",
-    "classifier": "head",
-}
+    "timesformer.embeddings.patch_embeddings.projection": "patch_embed.proj", "timesformer.layernorm": "norm",
+    "classifier": "head"}
 
 
 class CheckpointError(UserError):
@@ -619,9 +588,8 @@ def _abbrev(keys, n: int = 10) -> str:
 
 
 def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """The weights of timm's pretrained model `name` (e.g. vit_base_patch16_224.orig_in21k_ft_in1k), fetched as
-    timm.create_model(pretrained=True) fetches them: from timm's local caches, else downloaded into the Hugging Face
-    cache. Offline (no network, or HF_HUB_OFFLINE=1) and not cached: a CheckpointError naming the file to fetch."""
+    """timm's pretrained weights `name` as timm.create_model(pretrained=True) fetches them (its caches, else the hub);
+    offline and not cached: a CheckpointError naming the file to fetch."""
     import timm
     pcfg = timm.models.get_pretrained_cfg(name)
     if pcfg is None:
@@ -630,16 +598,14 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     try:
         return timm.create_model(name, pretrained=True).state_dict()
     except OSError as e:  # offline: huggingface_hub's LocalEntryNotFoundError, OfflineModeIsEnabled; HTTP errors
-        where = (f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id
-                 else pcfg.url)
+        hub = f"https://huggingface.co/{pcfg.hf_hub_id}/resolve/main/model.safetensors" if pcfg.hf_hub_id else pcfg.url
         raise CheckpointError(f"timm:{name} is neither in the local caches nor downloadable here "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download {where} on a machine "
+                              f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). Download {hub} on a machine "
                               "with internet and pass it as --pretrained /path/to/file") from e
 
 
 def torch_load(path: str | Path) -> dict:
-    """A checkpoint file (torch.save zip or legacy, or .safetensors) as a dict on the CPU, read with
-    weights_only=True; anything else is a CheckpointError naming the file."""
+    """A checkpoint file (torch.save or .safetensors) as a dict on the CPU, read with weights_only=True."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -671,11 +637,8 @@ def read_run_checkpoint(path: str | Path) -> dict:
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
-    """Read a checkpoint file or directory into a flat {key: tensor} dict. Returns (state, format, path).
-
-    The format is one of vit/official/hf/ours (see above). Wrappers ('model', 'state_dict', 'model_state') and the
-    'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes are removed.
-    """
+    """A checkpoint file or directory as (flat {key: tensor} dict, format, path), without wrappers ('model',
+    'state_dict', 'model_state') or the 'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes."""
     source = str(source)
     which, path = "student", Path(source)
     if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
@@ -698,18 +661,13 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
     elif which != "student":
         raise CheckpointError(f"{path}: ':{which}' is only meaningful for fullsvformer checkpoints")
     else:
-        for wrapper in ("model_state", "state_dict", "model"):
-            if isinstance(obj.get(wrapper), dict):
-                obj = obj[wrapper]
-                break
+        obj = next((obj[w] for w in ("model_state", "state_dict", "model") if isinstance(obj.get(w), dict)), obj)
     state = {}
     for k, v in obj.items():
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"{path}: entry {k!r} is a {type(v).__name__}, not a tensor; "
                                   "expected a model state dict")
-        for prefix in ("module.", "_orig_mod."):
-            k = k[len(prefix):] if k.startswith(prefix) else k
-        state[k] = v
+        state[k.removeprefix("module.").removeprefix("_orig_mod.")] = v
     if not state:
         raise CheckpointError(f"{path} holds no tensors")
     if fmt is None:
@@ -767,15 +725,12 @@ def resize_time_embed(time_embed: torch.Tensor, num_frames: int) -> torch.Tensor
 
 
 def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
-    """Load weights into `model` from any supported checkpoint (see read_checkpoint), adapting where meaningful.
+    """Load any supported checkpoint (read_checkpoint) into `model`, adapting where meaningful, and log it in one line.
 
-    - image ViT: spatial attn/norm1 are copied into temporal_attn/temporal_norm1; time_embed and temporal_fc keep
-      their zero init, so the video model starts as the image model applied per frame;
-    - pos_embed is resized (bicubic, 2-D) and time_embed interpolated when the grid or T differs;
-    - the head is dropped (kept at init) when the class count differs.
-    Anything else (unknown keys, missing keys, shape mismatches) raises CheckpointError listing the keys.
-    Returns {"format", "adapted": {key: what was done}, "initialized": [kept at the model's init], "ignored": [...]},
-    which is also logged in one line.
+    An image ViT's attn/norm1 are copied into temporal_attn/temporal_norm1 (time_embed and temporal_fc stay zero: the
+    image model per frame); pos_embed and time_embed are interpolated to the model's grid and T; the head is kept at
+    init when the class count differs. Anything else that does not fit raises CheckpointError listing the keys.
+    Returns {"format", "adapted": {key: what was done}, "initialized": [kept at init], "ignored": [...]}.
     """
     state, fmt, path = read_checkpoint(source)
     target = model.state_dict()
@@ -789,34 +744,23 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
                     state[tk] = state[k]
                     report["adapted"][tk] = f"copied from {k}"
         allowed_missing = {k for k in target if k == "time_embed" or ".temporal_fc." in k}
-    if "pos_embed" in state and state["pos_embed"].shape != target["pos_embed"].shape \
-            and state["pos_embed"].shape[-1] == target["pos_embed"].shape[-1]:
-        old = tuple(state["pos_embed"].shape)
-        state["pos_embed"] = resize_pos_embed(state["pos_embed"], target["pos_embed"].shape[1] - 1)
-        report["adapted"]["pos_embed"] = f"resized bicubic {old} -> {tuple(target['pos_embed'].shape)}"
-    if "time_embed" in state and state["time_embed"].shape != target["time_embed"].shape \
-            and state["time_embed"].shape[-1] == target["time_embed"].shape[-1]:
-        old = tuple(state["time_embed"].shape)
-        state["time_embed"] = resize_time_embed(state["time_embed"], target["time_embed"].shape[1])
-        report["adapted"]["time_embed"] = f"interpolated {old} -> {tuple(target['time_embed'].shape)}"
+    for k, what in (("pos_embed", "resized bicubic"), ("time_embed", "interpolated")):
+        old, new = state.get(k), target[k].shape
+        if old is not None and old.shape != new and old.shape[-1] == new[-1]:
+            state[k] = resize_pos_embed(old, new[1] - 1) if k == "pos_embed" else resize_time_embed(old, new[1])
+            report["adapted"][k] = f"{what} {tuple(old.shape)} -> {tuple(new)}"
     head = [k for k in state if k.startswith("head.")]
     if head and any(state[k].shape != target.get(k, state[k]).shape for k in head):
         for k in head:
             report["ignored"].append(f"{k} {tuple(state.pop(k).shape)} (class count differs from the model's "
-                                  f"{model.num_classes})")
+                                     f"{model.num_classes})")
     allowed_missing |= {k for k in target if k.startswith("head.") and not any(h in state for h in head)}
-
-    unknown = [k for k in state if k not in target]
-    missing = [k for k in target if k not in state and k not in allowed_missing]
     mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
                   for k in state if k in target and state[k].shape != target[k].shape]
-    problems = []
-    if unknown:
-        problems.append(f"unknown keys: {_abbrev(unknown)}")
-    if missing:
-        problems.append(f"missing keys: {_abbrev(missing)}")
-    if mismatched:
-        problems.append(f"shape mismatches: {_abbrev(mismatched)}")
+    problems = [f"{what}: {_abbrev(keys)}" for what, keys in (
+        ("unknown keys", [k for k in state if k not in target]),
+        ("missing keys", [k for k in target if k not in state and k not in allowed_missing]),
+        ("shape mismatches", mismatched)) if keys]
     if problems:
         raise CheckpointError(f"{path} ({fmt}) does not fit this TimeSformer "
                               f"(D={model.embed_dim}, depth={len(model.blocks)}, T={model.num_frames}): "
