@@ -16,6 +16,7 @@ Measured numbers, with their hardware, versions and the bench/ commands that pro
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import copy
 import dataclasses
@@ -779,25 +780,19 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
 
 # ==== Data: dataset layouts, split lists, clip sampling, decoding, weak/strong views, synthetic clips, loaders ========
 # API for the training loop (everything else in this section is a building block usable on its own):
-#
-#   data = build_data(cfg.data, seed)       # Data: .labeled .unlabeled .test (Dataset), .num_classes, .class_names, .bad
+#   data = build_data(cfg.data, seed)       # Data: .labeled .unlabeled .test (Datasets), .num_classes, .class_names
 #   n = steps_per_epoch(data, world)        # one epoch = one pass over the UNLABELED pool (SVFormer's "epoch" was one
 #                                           # pass over the labeled list: ~12 steps on UCF-101 1%)
 #   for lab, unl in train_batches(data, epoch, start_step, rank, world):   # steps start_step..n-1, resumable exactly
 #       lab = {"weak": uint8 (B, T, C, H, W), "label": long (B,), "index": long (B,)}          B = labeled_batch
-#       unl = {"weak": uint8 (μB, T, C, H, W), "strong": uint8 (μB, T, C, H, W),
+#       unl = {"weak", "strong": uint8 (μB, T, C, H, W), "warp": long (μB, T) the strong view's temporal warp,
 #              "label": long (μB,) true label or -1 (diagnostics only), "index": long (μB,)}    unl is None if mu = 0
-#       x = normalize_clips(lab["weak"].to(dev, non_blocking=True), cfg.data.mean, cfg.data.std)  # float (B, C, T, H, W)
-#       xs = channel_dropout(normalize_clips(unl["strong"].to(dev), ...), cfg.data.strong_channel_dropout, gen)
 #   for b in eval_batches(data, full=True, rank, world):   # {"views": uint8 (B, V, T, C, H, W), "label", "index"}
 #       ...                                                # V = test_clips × test_crops (full) or 1 (full=False)
-#   data.bad.summary()                      # counters of skipped videos, for the metrics log
-#
-# Clips stay uint8 until the training step (4× less to move than float); normalisation and the strong view's channel
-# dropout run on the device. Sampling order and every augmentation draw derive from (seed, epoch, sample position)
-# only, so neither the worker count nor a mid-epoch resume changes a batch.
+# Clips stay uint8 until the training step (4× less to move than float), which normalises them (normalize_clips) and
+# applies the strong view's channel dropout on the device. Sampling order and every augmentation draw derive from
+# (seed, epoch, sample position) only, so neither the worker count nor a mid-epoch resume changes a batch.
 
-VIDEO_EXTS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg", ".mpeg")
 Entry = tuple  # (path relative to data_root, or absolute; 0-based label)
 
 UCF101_TREE = """expected layout for --dataset ucf101:
@@ -827,11 +822,8 @@ def _require(path: Path, tree: str) -> Path:
 
 
 def read_ucf101(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Entry], list[str]]:
-    """Official UCF-101 lists -> (train, test, class_names). Labels are classInd id - 1.
-
-    The class comes from the folder part of each listed path: HandstandPushups/ holds v_HandStandPushups_* files and the
-    lists spell them that way, so paths are kept exactly as written.
-    """
+    """Official UCF-101 lists -> (train, test, class_names), labels = classInd id - 1. Paths are kept as written: the
+    class is their folder part (HandstandPushups/ holds v_HandStandPushups_* files, and the lists spell them so)."""
     root = _require(Path(root), UCF101_TREE)
     lists = _require(root / "ucfTrainTestlist", UCF101_TREE)
     prefix = "UCF-101/" if (root / "UCF-101").is_dir() else ""
@@ -859,18 +851,16 @@ def read_ucf101(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
                 raise UserError(f"{f}:{n}: label {parts[1]} disagrees with classInd ({cls} is {index[cls] + 1})")
             out.append((prefix + parts[0], index[cls]))
         return out
-
     return read(f"trainlist0{split}.txt", True), read(f"testlist0{split}.txt", False), names
 
 
 def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Entry], list[str]]:
-    """Official HMDB-51 split files -> (train, test, class_names); tag 1 = train, 2 = test, 0 = unused (dropped).
-    Labels follow the sorted class names; the class set is whatever split files exist."""
+    """Official HMDB-51 split files -> (train, test, class_names); tag 1 = train, 2 = test, 0 = unused (dropped)."""
     root = _require(Path(root), HMDB51_TREE)
     sdir = _require(root / "testTrainMulti_7030_splits", HMDB51_TREE)
     suffix = f"_test_split{split}.txt"
-    # Sort by class name, not by file name: '_' < 't' puts climb_stairs_test_split1.txt before climb_test_split1.txt,
-    # and sorting files would swap climb/climb_stairs, kick/kick_ball and sword/sword_exercise (SVFormer's bug).
+    # Labels follow the sorted class names, not file names: '_' < 't' puts climb_stairs_test_split1.txt before
+    # climb_test_split1.txt, which would swap climb/climb_stairs, kick/kick_ball, sword/sword_exercise (SVFormer's bug).
     files = sorted(sdir.glob("*" + suffix), key=lambda p: p.name[: -len(suffix)])
     if not files:
         raise FileNotFoundError(f"{sdir} holds no *{suffix} files.\n{HMDB51_TREE}")
@@ -887,16 +877,15 @@ def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
 
 
 def _remap(path: str, root: Path, prefix: str) -> str:
-    """Where a listed video lives: OLD=NEW prefix rewrite, else as written if it exists, else DATA_ROOT/<class>/<video>."""
+    """Where a listed video lives: OLD=NEW rewrite, else as written if it exists, else DATA_ROOT/<class>/<video>."""
     if prefix:
         if "=" not in prefix:
-            raise UserError(f"--list-prefix {prefix!r}: expected OLD=NEW, e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
+            raise UserError(f"--list-prefix {prefix!r}: expected OLD=NEW, "
+                            "e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
         old, new = prefix.split("=", 1)
         return new + path[len(old):] if path.startswith(old) else path
-    if Path(path).is_absolute() and Path(path).exists():
+    if not Path(path).is_absolute() or Path(path).exists():  # relative paths are relative to data_root
         return path
-    if not Path(path).is_absolute():
-        return path  # relative to data_root
     return "/".join(Path(path).parts[-2:])
 
 
@@ -915,31 +904,23 @@ def read_list(path: str | Path, root: str | Path, prefix: str = "") -> list[Entr
 
 
 # --- split lists ------------------------------------------------------------------------------------------------------
-# splits/<dataset>/<N>pct/seed<k>/{labeled,unlabeled}.txt hold '<class>/<video>.avi <label>' lines under a '#' header.
-# They are generated by tools/make_splits.py from the official split-1 lists and committed, so that every run of a
-# setting trains on the same clips; other fractions/seeds/splits are drawn on the fly by the same class_balanced_split.
-
+# splits/<dataset>/<N>pct/seed<k>/{labeled,unlabeled}.txt: '<class>/<video>.avi <label>' lines under a '#' header,
+# generated from the official split-1 lists by tools/make_splits.py and committed, so that every run of a setting trains
+# on the same clips; other fractions/seeds/splits are drawn on the fly by the same class_balanced_split.
 SPLITS_DIR = Path(__file__).resolve().parent / "splits"
 
 
 def labeled_per_class(dataset: str, fraction: float, n_class: int) -> int:
-    """Labeled clips drawn from a class with n_class train clips.
-
-    UCF-101 follows SVFormer: x% means x clips per class (1% = 1, 10% = 10 per class; classes hold 70-121 train clips,
-    94 on average). Elsewhere (HMDB-51: 70 per class, so 40/50/60% = 28/35/42) it is round(fraction × n_class).
-    Never fewer than 1, never more than the class has.
-    """
+    """Labeled clips drawn from a class of n_class train clips, at least 1. UCF-101 follows SVFormer: x% = x clips per
+    class (classes hold 70-121); elsewhere round(fraction × n_class) (HMDB-51: 70 per class, 40% = 28)."""
     k = 100 * fraction if dataset == "ucf101" else fraction * n_class
     return min(n_class, max(1, math.floor(k + 0.5)))
 
 
 def class_balanced_split(train: list[Entry], fraction: float, seed: int, dataset: str
                          ) -> tuple[list[Entry], list[Entry]]:
-    """Deterministic class-balanced labeled/unlabeled split of a train list; both outputs sorted by path.
-
-    Each class draws its labeled clips with its own generator seeded by (seed, label), so a class's draw does not
-    depend on the other classes or on the list order.
-    """
+    """Deterministic class-balanced labeled/unlabeled split, both sorted by path. Each class draws with its own
+    generator seeded by (seed, label), so its draw depends neither on the other classes nor on the list order."""
     by_class: dict[int, list[str]] = {}
     for rel, y in train:
         by_class.setdefault(y, []).append(rel)
@@ -955,8 +936,8 @@ def class_balanced_split(train: list[Entry], fraction: float, seed: int, dataset
 
 def check_split(labeled: list[Entry], unlabeled: list[Entry], train: list[Entry] | None = None,
                 test: list[Entry] | None = None, dataset: str = "", fraction: float | None = None) -> None:
-    """Raise ValueError unless: labeled ∩ unlabeled = ∅, labeled ∪ unlabeled = train, nothing from test, and the
-    per-class labeled counts follow labeled_per_class. Checks that lack their input (train/test/fraction) are skipped."""
+    """Raise ValueError unless labeled ∩ unlabeled = ∅, labeled ∪ unlabeled = train, nothing from test, and the
+    per-class labeled counts follow labeled_per_class; checks without their input (train/test/fraction) are skipped."""
     lab, unl = {r for r, _ in labeled}, {r for r, _ in unlabeled}
     if len(lab) != len(labeled) or len(unl) != len(unlabeled):
         raise UserError("split: a video is listed twice")
@@ -967,21 +948,15 @@ def check_split(labeled: list[Entry], unlabeled: list[Entry], train: list[Entry]
     if test is not None and (lab | unl) & {r for r, _ in test}:
         raise UserError("split: a test video is in the labeled or unlabeled set")
     if fraction is not None:
-        n_class: dict[int, int] = {}
-        for _, y in list(labeled) + list(unlabeled):
-            n_class[y] = n_class.get(y, 0) + 1
-        got: dict[int, int] = {}
-        for _, y in labeled:
-            got[y] = got.get(y, 0) + 1
-        for y, n in n_class.items():
-            if got.get(y, 0) != labeled_per_class(dataset, fraction, n):
-                raise UserError(f"split: class {y} has {got.get(y, 0)} labeled clips, expected "
+        got = collections.Counter(y for _, y in labeled)
+        for y, n in collections.Counter(y for _, y in list(labeled) + list(unlabeled)).items():
+            if got[y] != labeled_per_class(dataset, fraction, n):
+                raise UserError(f"split: class {y} has {got[y]} labeled clips, expected "
                                  f"{labeled_per_class(dataset, fraction, n)} of {n}")
 
 
 def split_dir(dataset: str, fraction: float, seed: int, root: Path = SPLITS_DIR) -> Path:
-    pct = f"{fraction * 100:g}"
-    return Path(root) / dataset / f"{pct}pct" / f"seed{seed}"
+    return Path(root) / dataset / f"{fraction * 100:g}pct" / f"seed{seed}"
 
 
 def read_split_file(path: str | Path) -> tuple[list[Entry], list[str]]:
@@ -1001,27 +976,23 @@ def read_split_file(path: str | Path) -> tuple[list[Entry], list[str]]:
 
 def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, split: int
                  ) -> tuple[list[Entry], list[Entry], str]:
-    """(labeled, unlabeled, where from): the committed files for this setting if they exist, else generated.
-    Committed files must match the train list found under data_root, or it is an error."""
+    """(labeled, unlabeled, where from): the committed files for this setting if they exist (they must match the train
+    list under data_root), else generated."""
     d = split_dir(dataset, fraction, seed)
     if split == 1 and (d / "labeled.txt").is_file():
         prefix = "UCF-101/" if train and train[0][0].startswith("UCF-101/") else ""  # split files omit it
-        labeled, _ = read_split_file(d / "labeled.txt")
-        unlabeled, _ = read_split_file(d / "unlabeled.txt")
-        labeled = [(prefix + r, y) for r, y in labeled]
-        unlabeled = [(prefix + r, y) for r, y in unlabeled]
+        labeled = [(prefix + r, y) for r, y in read_split_file(d / "labeled.txt")[0]]
+        unlabeled = [(prefix + r, y) for r, y in read_split_file(d / "unlabeled.txt")[0]]
         try:
             check_split(labeled, unlabeled, train)
         except ValueError as e:
             raise UserError(f"{d}: the committed split does not match the official lists under data_root ({e}); "
                              "use the official split-1 lists or another --split-seed") from None
         return labeled, unlabeled, str(d)
-    labeled, unlabeled = class_balanced_split(train, fraction, seed, dataset)
-    return labeled, unlabeled, "generated"
+    return (*class_balanced_split(train, fraction, seed, dataset), "generated")
 
 
 # --- clip sampling and decoding ---------------------------------------------------------------------------------------
-
 
 class BadVideo(RuntimeError):
     """A video that cannot be decoded (missing, truncated, zero frames, not a video)."""
@@ -1041,16 +1012,12 @@ def random_clip_start(num_frames: int, num_clip_frames: int, stride: int, genera
 def uniform_clip_starts(num_frames: int, num_clip_frames: int, stride: int, clips: int) -> list[int]:
     """Testing: `clips` starts evenly spaced from the first to the last position (one clip: the centre)."""
     last = max(0, num_frames - ((num_clip_frames - 1) * stride + 1))
-    if clips == 1:
-        return [last // 2]
-    return [round(last * k / (clips - 1)) for k in range(clips)]
+    return [last // 2] if clips == 1 else [round(last * k / (clips - 1)) for k in range(clips)]
 
 
 def decode_frames(path: str | Path, pick: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode only the frames pick(num_frames) asks for -> (uint8 (len(idx), C, H, W), idx). Raises BadVideo.
-
-    Each distinct frame is decoded once, in increasing order (one forward pass from the nearest key frame).
-    """
+    """Decode only the frames idx = pick(num_frames) -> (uint8 (len(idx), C, H, W), idx), or raise BadVideo. Each
+    distinct frame is decoded once, in increasing order (one forward pass from the nearest key frame)."""
     from torchcodec.decoders import VideoDecoder
     try:
         dec = VideoDecoder(str(path), seek_mode="exact", num_ffmpeg_threads=1)
@@ -1071,22 +1038,22 @@ def decode_frames(path: str | Path, pick: Callable[[int], torch.Tensor]) -> tupl
 
 def normalize_clips(x: torch.Tensor, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (..., T, C, H, W) -> normalised float (..., C, T, H, W), the model's input, on x's device.
-    The result is a permuted view (not contiguous); the model's patch embedding copes with that."""
+    """uint8 (..., T, C, H, W) -> normalised float (..., C, T, H, W) on x's device, the model's input: a permuted view
+    (not contiguous), which the patch embedding copes with."""
     m, s = _channel_stats(tuple(mean), tuple(std), dtype, x.device)
     return ((x.to(dtype) / 255 - m) / s).movedim(-3, -4)  # (..., T, C, H, W) -> (..., C, T, H, W)
 
 
 @functools.lru_cache(maxsize=16)
 def _channel_stats(mean: tuple, std: tuple, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """mean and std as (C, 1, 1) tensors on the device, built once: a tensor made from Python numbers is a host-to-
-    device copy, which would stall the training step's queue at every call."""
+    """mean and std as (C, 1, 1) device tensors, built once: a tensor made from Python numbers is a host-to-device
+    copy, which would stall the training step's queue at every call."""
     return tuple(torch.tensor(v, dtype=dtype, device=device).view(-1, 1, 1) for v in (mean, std))
 
 
 def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SVFormer's dropout2d on the strong view: zero whole channels of each clip with probability p, scale the rest
-    by 1/(1-p). x is normalised float (B, C, T, H, W); a zeroed channel is the mean colour. Runs on x's device."""
+    """SVFormer's dropout2d on the strong view: zero whole channels of each normalised (B, C, T, H, W) clip with
+    probability p (a zeroed channel is the mean colour) and scale the rest by 1/(1-p), on x's device."""
     if p <= 0:
         return x
     keep = torch.rand(x.shape[:2], device=x.device, generator=generator) >= p  # (B, C)
@@ -1095,12 +1062,8 @@ def channel_dropout(x: torch.Tensor, p: float, generator: torch.Generator | None
 
 def temporal_warp(clip: torch.Tensor, generator: torch.Generator, p: float = 2 / 3,
                   num_keys: tuple[int, ...] = (2, 4)) -> tuple[torch.Tensor, torch.Tensor]:
-    """SVFormer's temporal warping -> (warped clip, source frame index (T,)).
-
-    With probability 1 - p keep all T frames; otherwise pick m ∈ num_keys (uniformly) sorted key frames and repeat
-    each to fill the gaps, preserving order: output frame t shows key ⌊t·m/T⌋. SVFormer: p = 2/3, m ∈ {2, 4}, so each
-    of the three options has probability 1/3. clip is (T, ...) with time first.
-    """
+    """SVFormer's temporal warping of a (T, ...) clip -> (warped clip, source frame index (T,)). With probability p,
+    m ∈ num_keys sorted key frames each repeat to fill the gaps (output frame t shows key ⌊t·m/T⌋), else no change."""
     T = clip.shape[0]
     src = torch.arange(T)
     if float(torch.rand((), generator=generator)) < p:
@@ -1113,12 +1076,9 @@ def temporal_warp(clip: torch.Tensor, generator: torch.Generator, p: float = 2 /
 class ClipAugment:
     """Weak and strong views of one decoded clip, every draw from one per-sample seed.
 
-    Weak (labeled clips and the teacher's input): short side resized to a random length in
-    [scale_min, scale_max] × img_size (SVFormer: [256, 320] for 224), a random img_size crop, horizontal flip.
-    Strong (the student's input): the same weak frames with RandAugment applied identically to every frame
-    (torchvision.transforms.v2 on a Video tensor), and the source frame index of its temporal warping (T,): the
-    training step gathers the frames on the device, for every strong clip or only for Tube TokenMix's partners
-    (--temporal-warp-on). Channel dropout is left to the training step too.
+    Weak: short side resized to a random length in [scale_min, scale_max] × img_size (SVFormer: [256, 320] for 224), a
+    random img_size crop, a horizontal flip. Strong: the weak frames with RandAugment, the same on every frame, and the
+    source frame index of its temporal warping, which the training step applies (--temporal-warp-on).
     """
 
     def __init__(self, cfg: "DataConfig"):
@@ -1129,9 +1089,8 @@ class ClipAugment:
         self.warp_p, self.warp_keys = cfg.temporal_warp_p, cfg.warp_keys
 
     def weak(self, video: torch.Tensor) -> torch.Tensor:
-        """Scale jitter + random crop + flip on (T, C, H, W). Equivalent to resizing the short side to a random length
-        in `short` and cropping size × size, but done as crop-then-resize: the resize then touches only the crop's
-        pixels (2.5x faster at 320x240 -> 224)."""
+        """Scale jitter + random crop + flip on (T, C, H, W), done as crop-then-resize: the same result, but the resize
+        touches only the crop's pixels (2.5x faster at 320x240 -> 224)."""
         import torchvision.transforms.v2.functional as TF
         H, W = video.shape[-2:]
         short = int(torch.randint(self.short[0], self.short[1] + 1, (1,)))
@@ -1144,8 +1103,7 @@ class ClipAugment:
     def __call__(self, frames: torch.Tensor, seed: int, strong: bool) -> dict[str, torch.Tensor]:
         """frames uint8 (T, C, H, W) -> {"weak": uint8 (T, C, S, S)[, "strong": ..., "warp": long (T,)]}."""
         from torchvision import tv_tensors
-        # v2 transforms draw from torch's global RNG: fork it so a per-sample seed does not disturb the caller's stream
-        # (with workers = 0 the caller is the training process).
+        # v2 transforms draw from torch's global RNG: fork it, so a per-sample seed does not disturb the caller's.
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(seed)  # CPU only: torch.manual_seed would reseed CUDA too
             weak = self.weak(tv_tensors.Video(frames))  # (T, C, S, S)
@@ -1173,12 +1131,8 @@ def test_views(frames: torch.Tensor, clips: int, crops: int, size: int) -> torch
 
 # --- datasets ---------------------------------------------------------------------------------------------------------
 
-
 class VideoClips(torch.utils.data.Dataset):
-    """Videos under a root as (path, label) entries. Items are dicts of uint8 clips (see train_item / test_item).
-
-    Keys are tuples, not bare indices, because the augmentation seed travels with the index (see train_batches).
-    """
+    """Videos under a root as (path, label) entries; items are dicts of uint8 clips (train_item, test_item)."""
 
     def __init__(self, root: str | Path, entries: list[Entry], cfg: "DataConfig", name: str):
         self.root, self.entries, self.cfg, self.name = Path(root), list(entries), cfg, name
@@ -1194,9 +1148,8 @@ class VideoClips(torch.utils.data.Dataset):
         return decode_frames(self.path(i), pick)
 
     def train_item(self, i: int, seed: int, strong: bool) -> dict:
-        """One training clip: T frames at stride clip_stride from a random start, weak (and strong) views.
-        An unreadable video is skipped with a warning and replaced by a deterministic other one (seeded by the sample
-        seed); the skipped paths travel with the item (key "bad") so the main process can count them."""
+        """One training clip (T frames at stride clip_stride from a random start) as weak (and strong) views. An
+        unreadable video is replaced by a deterministic other one; its path travels with the item (key "bad")."""
         c, bad = self.cfg, []
         for attempt in range(10):
             j = i if attempt == 0 else int(torch.randint(len(self), (), generator=torch.Generator().manual_seed(
@@ -1209,14 +1162,12 @@ class VideoClips(torch.utils.data.Dataset):
                 log.warning(f"skipping unreadable video ({self.name} set): {e}")
                 bad.append(self.path(j))
                 continue
-            out = self.augment(frames, seed, strong)
-            return dict(out, label=self.entries[j][1], index=j, bad="\n".join(bad))
+            return dict(self.augment(frames, seed, strong), label=self.entries[j][1], index=j, bad="\n".join(bad))
         raise UserError(f"10 videos in a row failed to decode in the {self.name} set, starting at {self.path(i)}; "
                         f"last: {bad[-1]}")
 
     def test_item(self, i: int, full: bool = True) -> dict:
-        """All test views of video i: clips uniformly spaced × spatial crops -> {"views": (V, T, C, S, S), ...}.
-        All clips come from one decode. An unreadable test video is an error: skipping it would change the test set."""
+        """All test views of video i from one decode: uniformly spaced clips × crops -> {"views": (V, T, C, S, S)}."""
         c = self.cfg
         clips, crops = (c.test_clips, c.test_crops) if full else (1, 1)
 
