@@ -1179,24 +1179,17 @@ class VideoClips(torch.utils.data.Dataset):
 
 
 # --- synthetic clips: a task shaped like UCF-101 (appearance x motion classes) ----------------------------------------
-# A clip shows a FLOCK of identical glyphs (the actors, 5-8 of them) over a cluttered, shaking background. A class is
-# an APPEARANCE (the glyph's shape) AND a MOTION (how the flock moves):
-#   - most glyphs occur with one motion only: a single frame tells the class (as scene and objects do for many UCF-101
-#     classes, which is why an ImageNet model is a good start);
-#   - some glyphs occur with several motions (a "group"): only the motion separates these classes.
-# Motions are shared across groups and singles, so a labeled clip teaches its motion to every class that uses it.
-# Nothing trivial separates classes: colours (glyph, background, clutter), glyph size, count, layout and tilt, mirror,
-# speed, phase, clutter and camera shake are drawn per clip the same way for every class. Every motion keeps its label
-# under a horizontal flip and under time reversal (the weak view flips; a TimeSformer whose time_embed starts at zero
-# sees its frames as a set until it learns an order).
-# Why a flock of patch-sized glyphs and not one large sprite: a 2-block ViT learns a large sprite's shape very slowly
-# (one sprite covers ~4 of 16 patches; 26% on 32 shapes after 1,000 steps from scratch), while local patterns repeated
-# over the frame are learned within a few hundred steps.
-# The "ucf-proxy-pretrain" task is stage 0's "ImageNet": other glyphs (disjoint from the proxy's), other motions, and
-# one class per glyph whatever the motion (an image model cannot see motion).
-# Units: positions and sizes are fractions of the frame side, speeds per video frame; the motions are tuned for clips
-# of 4 frames at stride 4 (a sampled step is 4 video frames).
-
+# A clip shows a FLOCK of 5-8 identical glyphs (the actors) over a cluttered, shaking background. A class is an
+# APPEARANCE (the glyph) AND a MOTION (how the flock moves). Most glyphs occur with one motion only: one frame tells the
+# class (as scenes and objects do for many UCF-101 classes, which is why an ImageNet start helps); a few glyphs occur
+# with several motions (a "group"), which only the motion separates. Motions are shared, so a labeled clip teaches its
+# motion to every class that uses it. Nothing trivial separates classes: colours, glyph size, count, layout, tilt,
+# mirror, speed, phase, clutter and shake are drawn the same way for every class, and every motion keeps its label
+# under a horizontal flip and under time reversal (a TimeSformer whose time_embed starts at zero sees a set of frames).
+# Patch-sized glyphs, not one large sprite: a 2-block ViT learns a sprite covering ~4 of 16 patches very slowly (26% on
+# 32 shapes after 1,000 steps from scratch), local patterns repeated over the frame within a few hundred steps.
+# "ucf-proxy-pretrain" is stage 0's "ImageNet": other glyphs, other motions, one class per glyph whatever the motion.
+# Units: positions and sizes are fractions of the frame side, speeds per video frame, tuned for 4 frames at stride 4.
 
 def _ring(u: np.ndarray, v: np.ndarray, lo: float, hi: float) -> np.ndarray:
     r2 = u * u + v * v
@@ -1227,7 +1220,8 @@ GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "letter_l": lambda u, v: _box(u, v, 0.22, 0.9, -0.55, 0) | _box(u, v, 0.8, 0.22, 0, 0.68),
     "dumbbell": lambda u, v: ((abs(u) - 0.55) ** 2 + v * v <= 0.2) | _box(u, v, 0.6, 0.15),
     "arrow": lambda u, v: _box(u, v, 0.2, 0.55, 0, 0.35) | ((v <= -0.1) & (v >= -0.95) & (abs(u) <= (v + 0.95) * 0.8)),
-    "u_shape": lambda u, v: _box(u, v, 0.2, 0.85, -0.65, 0) | _box(u, v, 0.2, 0.85, 0.65, 0) | _box(u, v, 0.85, 0.2, 0, 0.65),
+    "u_shape": lambda u, v: _box(u, v, 0.2, 0.85, -0.65, 0) | _box(u, v, 0.2, 0.85, 0.65, 0)
+    | _box(u, v, 0.85, 0.2, 0, 0.65),
     "octagon": lambda u, v: (abs(u) <= 0.85) & (abs(v) <= 0.85) & (abs(u) + abs(v) <= 1.2),
     "dot_row": lambda u, v: (u * u + v * v <= 0.1) | ((abs(u) - 0.65) ** 2 + v * v <= 0.1),
     "lens": lambda u, v: ((abs(u) + 0.45) ** 2 + v * v <= 1),
@@ -1261,7 +1255,8 @@ GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
                                                   | (abs(0.866 * u - 0.5 * v) <= 0.2)),
     "vbars": lambda u, v: _box(u, v, 0.2, 0.9, -0.45, 0) | _box(u, v, 0.2, 0.9, 0.45, 0),
     "y_shape": lambda u, v: _box(u, v, 0.2, 0.45, 0, 0.45) | ((abs((abs(u) + v) * 0.707) <= 0.2)
-                                                             & ((abs(u) - v) * 0.707 >= 0) & ((abs(u) - v) * 0.707 <= 1)),
+                                                             & ((abs(u) - v) * 0.707 >= 0)
+                                                             & ((abs(u) - v) * 0.707 <= 1)),
     "square_dot": lambda u, v: (_box(u, v, 0.9, 0.9) & ~_box(u, v, 0.6, 0.6)) | _box(u, v, 0.25, 0.25),
     "quad_dots": lambda u, v: (abs(u) - 0.5) ** 2 + (abs(v) - 0.5) ** 2 <= 0.12,
     "arrowhead": lambda u, v: (u >= -0.7) & (abs(v) <= (0.8 - u) * 0.6) & (u <= 0.8),
@@ -1271,10 +1266,9 @@ GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 
 def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
-    """How the flock moves at video frames t (F,): a dict of per-frame terms (each (F,)), the rest stays as is:
-    offset (oy, ox) of every glyph (frame fractions, positions wrap around the frame), swirl (rotation of the
-    layout about the frame centre, rad), zoom (scale of the layout about the centre and of every glyph), spin
-    (rotation of every glyph in place, rad). r: 5 per-clip uniforms in [0, 1) (speed, direction, phase, amplitude,
+    """How the flock moves at video frames t (F,), as per-frame (F,) terms: offset oy, ox of every glyph (frame
+    fractions; positions wrap around), swirl (layout rotation about the centre, rad), zoom (scale of the layout and the
+    glyphs), spin (every glyph's rotation in place, rad). r: 5 per-clip uniforms (speed, direction, phase, amplitude,
     second direction)."""
     sign = 1.0 if r[1] < 0.5 else -1.0
     phase = 2 * math.pi * r[2]
@@ -1290,8 +1284,7 @@ def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
         return {"oy": rad * np.sin(w * t + phase), "ox": rad * np.cos(w * t + phase)}
     if name == "swirl":  # the layout turns about the centre, 0.1-0.16 rad per video frame
         return {"swirl": (0.1 + 0.06 * r[0]) * sign * t}
-    if name == "spin":  # every glyph turns in place, 0.15-0.25 rad per video frame (35-57 degrees per 4 frames:
-        # glyphs with a 90-degree symmetry look the same after 90)
+    if name == "spin":  # 0.15-0.25 rad per video frame: 35-57 degrees per 4 frames, below a 90-degree symmetry
         return {"spin": (0.15 + 0.1 * r[0]) * sign * t}
     if name == "pulse":  # the layout and the glyphs grow and shrink by +-25-40%, period 8-14 video frames
         return {"zoom": 1 + (0.25 + 0.15 * r[3]) * np.sin(2 * math.pi * t / (8 + 6 * r[0]) + phase)}
@@ -1311,22 +1304,17 @@ def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
 PROXY_MOTIONS = ("still", "slide_h", "slide_v", "orbit", "pulse", "spin")  # the proxy's
 PRETRAIN_MOTIONS = ("slide_d", "hop", "wobble", "drift")  # stage 0's ("ImageNet"): none of the proxy's
 PROXY_SHAPES = ("disc", "ring", "square", "frame", "plus", "cross", "bar", "triangle", "tee", "chevron", "hourglass",
-                "diamond", "star", "half_disc", "letter_l", "dumbbell", "arrow", "u_shape", "octagon", "dot_row", "lens",
-                "trapezoid", "bowtie", "tri_down", "t_down", "hexagon")
+                "diamond", "star", "half_disc", "letter_l", "dumbbell", "arrow", "u_shape", "octagon", "dot_row",
+                "lens", "trapezoid", "bowtie", "tri_down", "t_down", "hexagon")
 PRETRAIN_SHAPES = tuple(k for k in GLYPHS if k not in PROXY_SHAPES)  # stage 0's: none of the proxy's
 
 
 @dataclass(frozen=True)
 class SynthTask:
-    """A synthetic task of glyph flocks: its classes, and how much each clip varies (all the generator's knobs).
-
-    classes: (glyph, motions) per class; each clip of the class draws one of its motions (the proxy gives each class
-    one motion; the pretraining task gives each glyph all of its motions).
-    Per clip: `glyphs` glyphs (count drawn in the range) on distinct cells of a jittered 3x3 grid, glyph radius in
-    `radius` (fraction of the frame side), a random tilt per glyph up to `tilt` rad, a random mirror; glyph and
-    background colours; `clutter` static rectangles; camera shake of up to `shake` pixels per frame (i.i.d. per frame,
-    it moves the whole scene); a background gradient of amplitude `background`; uniform pixel noise of std `noise`.
-    """
+    """A synthetic task of glyph flocks: its classes (glyph, motions), each clip drawing one of its class's motions,
+    and every knob of the per-clip draw: the glyph count (on distinct cells of a jittered 3x3 grid), radius (frame
+    fraction), tilt (rad, plus a random mirror), clutter rectangles, camera shake (pixels, i.i.d. per frame),
+    background gradient amplitude and pixel noise std."""
     classes: tuple
     glyphs: tuple = (5, 8)
     radius: tuple = (0.1, 0.14)
@@ -1341,9 +1329,8 @@ class SynthTask:
 
 
 def proxy_classes(groups: int, group_motions: int, singles: int) -> tuple:
-    """The proxy's class list: `groups` glyphs x `group_motions` motions each (motion-only classes), then `singles`
-    glyphs with one motion each (frame-identifiable classes). Motions cycle through PROXY_MOTIONS, so every motion
-    occurs in several groups and singles."""
+    """`groups` glyphs x `group_motions` motions (told apart by motion only), then `singles` glyphs with one motion
+    each; motions cycle through PROXY_MOTIONS, so every motion occurs in several groups and singles."""
     out, k = [], 0
     for i, glyph in enumerate(PROXY_SHAPES[:groups + singles]):
         for _ in range(group_motions if i < groups else 1):
@@ -1363,11 +1350,9 @@ SYNTH_TASKS: dict[str, SynthTask] = {
 
 def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthTask", size: int, seed: int = 0
                      ) -> torch.Tensor:
-    """Frames `frames` (video frame indices) of clip `index` of class `label` of `task` -> uint8 (len(frames), 3, size,
-    size). Everything per clip is drawn from (seed, index) and the noise and camera shake of frame t from
-    (seed, index, t), so any subset of frames is generated without the others (like decoding only the needed frames).
-    numpy rather than torch: the arrays are small and torch's per-call cost would dominate (~0.8 ms for four 40 px
-    frames)."""
+    """Video frames `frames` of clip `index` of class `label` -> uint8 (len(frames), 3, size, size). The clip's draws
+    come from (seed, index) and frame t's noise and shake from (seed, index, t), so any subset of frames is generated
+    alone (like decoding). numpy: the arrays are small, torch's per-call cost would dominate (~0.8 ms, 4 x 40 px)."""
     g = np.random.default_rng(stream_seed("synth_clip", seed, index))
     glyph, motions = task.classes[label]
     motion = motions[int(g.integers(len(motions)))]
@@ -1380,15 +1365,13 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthT
     mirror = -1.0 if d[6] < 0.5 else 1.0
     shake_amp = task.shake * d[7]
     grad = (d[8:10] * 2 - 1) * task.background
-    # Glyphs lighter than the background in every channel. With a random contrast sign per channel a tiny ViT trained
-    # from scratch stays at chance for 800+ steps (its linear patch embedding sees an edge of either sign as two
-    # unrelated patterns); with a fixed sign it starts learning within ~200 steps.
+    # Glyphs lighter than the background in every channel: with a random contrast sign per channel a tiny ViT from
+    # scratch stays at chance for 800+ steps (its linear patch embedding sees the two signs as unrelated patterns).
     bg = (d[10:13] * 0.3 + 0.05).reshape(3, 1, 1)
     fg = bg + 0.35 + 0.25 * d[13:16].reshape(3, 1, 1)
     tilt = task.tilt * (2 * d[16:16 + n] - 1)
     pos = (np.stack([cells // 3, cells % 3], 1) + 0.2 + 0.6 * d[16 + n:16 + 3 * n].reshape(n, 2)) / 3  # (n, 2) y, x
     boxes = d[16 + 3 * n:].reshape(n_clutter, 7)  # y0, x0, h, w, colour within +-0.2 of the background
-
     t = frames.numpy().astype(np.float64)
     F_ = len(t)
     per_frame = [np.random.default_rng(stream_seed("synth_noise", seed, index, int(f))) for f in t]
@@ -1431,19 +1414,18 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthT
 
 
 class SyntheticClips(VideoClips):
-    """In-memory synthetic videos: same items and augmentation path as decoded files (frames generated on demand)."""
+    """In-memory synthetic videos: the same items and augmentations as decoded files (frames generated on demand)."""
 
     def read(self, i: int, pick: Callable[[int], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        c = self.cfg
-        idx = pick(c.synth_length)
+        c, idx = self.cfg, pick(self.cfg.synth_length)
         rel, y = self.entries[i]
         return synthetic_frames(int(rel.rsplit("_", 1)[1]), y, idx, SYNTH_TASKS[c.synth_task], c.synth_size,
                                 c.synth_seed), idx
 
 
 def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list[str]]:
-    """(train, test, class_names) of the synthetic task's first synth_classes classes (0: all); clip ids are global,
-    so train and test never share one."""
+    """(train, test, class_names) of the task's first synth_classes classes (0: all); clip ids are global, so train and
+    test never share one."""
     names = SYNTH_TASKS[cfg.synth_task].names()[:cfg.synth_classes or None]
     per = cfg.synth_clips_per_class + cfg.synth_test_per_class
     train, test = [], []
