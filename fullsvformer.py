@@ -1437,11 +1437,10 @@ def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list
 
 # --- build_data and loaders -------------------------------------------------------------------------------------------
 
-
 @dataclass
 class BadSamples:
-    """Videos skipped during training, on this process. The abort (more than max_fraction of the training pool
-    known bad, over all processes) is decided in the optimizer step, the same on every rank."""
+    """Videos skipped in training on this process; the abort past max_fraction of the pool (over all processes) is
+    decided in the optimizer step, the same on every rank."""
     pool_size: int
     max_fraction: float
     failed: dict = field(default_factory=dict)  # path -> times skipped
@@ -1517,8 +1516,7 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
             names = [f.pop() if len(f) == 1 else str(y) for y, f in enumerate(folders)]
             source = f"lists {cfg.train_list}"
         else:
-            read = read_ucf101 if cfg.dataset == "ucf101" else read_hmdb51
-            train, test, names = read(root, cfg.split)
+            train, test, names = (read_ucf101 if cfg.dataset == "ucf101" else read_hmdb51)(root, cfg.split)
             labeled, unlabeled, source = select_split(cfg.dataset, train, cfg.labeled, cfg.split_seed, cfg.split)
         make = lambda e, n: VideoClips(root, e, cfg, n)  # noqa: E731
         for e in (labeled, unlabeled, test):
@@ -1540,8 +1538,8 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
 
 
 def steps_per_epoch(data: Data, world: int = 1) -> int:
-    """Steps in one epoch: one pass over the unlabeled pool (each rank gets ⌈n/world⌉ clips; a partial last batch is
-    dropped). With mu = 0 (labeled only) one pass over the labeled set."""
+    """One pass over the unlabeled pool (⌈n/world⌉ clips per rank, a partial last batch dropped); with mu = 0 (labeled
+    only) one pass over the labeled set."""
     c = data.cfg
     if c.mu > 0:
         return math.ceil(len(data.unlabeled) / world) // (c.mu * c.labeled_batch)
@@ -1549,11 +1547,10 @@ def steps_per_epoch(data: Data, world: int = 1) -> int:
 
 
 def train_keys(data: Data, epoch: int, step: int, rank: int = 0, world: int = 1) -> list[tuple]:
-    """Dataset keys (stream, index, augmentation seed) of one step's samples on one rank; a pure function of
-    (seed, epoch, step, rank, world). Like DistributedSampler, ranks take interleaved slots of one global order."""
+    """Dataset keys (stream, index, augmentation seed) of one step's samples on one rank, a pure function of (seed,
+    epoch, step, rank, world). Like DistributedSampler, ranks take interleaved slots of one global order."""
     c, seed = data.cfg, data.seed
-    keys = []
-    n_l = len(data.labeled)
+    keys, n_l = [], len(data.labeled)
     for q in range(step * c.labeled_batch, (step + 1) * c.labeled_batch):
         g = q * world + rank  # global position in the endless labeled stream: reshuffled after every pass
         perm = torch.randperm(n_l, generator=torch.Generator().manual_seed(
@@ -1614,8 +1611,8 @@ class _StepSampler:
 
 
 def resolve_workers(workers: int) -> int:
-    """Loader workers per process: `workers` if >= 0, else (auto) this process's share of the CPUs it may use (the
-    local processes of torchrun split them) minus one core for the training process itself, between 1 and 8."""
+    """Loader workers per process: `workers` if >= 0, else this process's share of the usable CPUs (torchrun's local
+    processes split them) minus one for the training process, between 1 and 8."""
     if workers >= 0:
         return workers
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -1640,8 +1637,8 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
-        train_set = _TrainSet(data.labeled, data.unlabeled)
-        data._loaders[key] = (_loader(data, train_set, sampler, _collate_train, persistent=True), sampler)
+        data._loaders[key] = (_loader(data, _TrainSet(data.labeled, data.unlabeled), sampler, _collate_train,
+                                      persistent=True), sampler)
     loader, sampler = data._loaders[key]
     sampler.epoch, sampler.start, sampler.end = epoch, start_step, end_step
     for lab, unl, bad, served in _worker_errors(loader):
@@ -1650,8 +1647,8 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
 
 
 def _worker_errors(batches):
-    """Iterate a DataLoader. A UserError raised in a worker comes back with the worker's traceback in its message:
-    re-raise it with the original message alone, so the CLI prints one line."""
+    """Iterate a DataLoader, re-raising a worker's UserError with its own message alone (without the worker's
+    traceback), so the CLI prints one line."""
     try:
         yield from batches
     except UserError as e:
@@ -1682,9 +1679,8 @@ def _collate_eval(items: list[dict]) -> dict:
 def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
     """Yield {"views": uint8 (B, V, T, C, H, W), "label", "index"} over this rank's share of the test set (every
     world-th video, no padding, so summed counts are exact). full=False: one centre clip × centre crop (V = 1)."""
-    c = data.cfg
     shard = list(range(rank, len(data.test), world))
-    batches = [shard[i:i + c.eval_batch] for i in range(0, len(shard), c.eval_batch)]
+    batches = [shard[i:i + data.cfg.eval_batch] for i in range(0, len(shard), data.cfg.eval_batch)]
     if batches:
         yield from _worker_errors(_loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False))
 
