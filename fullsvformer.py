@@ -1686,19 +1686,16 @@ def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
 
 
 # ==== Semi-supervised objectives (pure functions) =====================================================================
-# Shapes as in the model section: B samples, K classes, T frames, N patches per frame, D token width.
-# Every loss below is computed in float32 whatever the logits' dtype (bf16 under autocast): softmax/log over 101
-# classes in bf16 (~3 significant digits) is noisier than the small KL values the student learns from.
-
+# Shapes as in the model section: B samples, K classes, T frames, N patches per frame, D token width. Every loss is
+# computed in float32 whatever the logits' dtype: softmax/log over 101 classes in bf16 (~3 significant digits) is
+# noisier than the small KL values the student learns from.
 
 def standardize_logits(z: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Logit standardization Z(z) = (z - mean(z)) / (std(z) + eps) over the class axis (last dim).
+    """Logit standardization Z(z) = (z - mean(z)) / (std(z) + eps) over the class axis (Sun et al., CVPR 2024).
 
-    Source: Sun et al., "Logit Standardization in Knowledge Distillation", CVPR 2024 (reference §3). The std is the
-    unbiased one (N-1), as in the official code. Shape-preserving: (..., K) -> (..., K), same dtype as `z`.
-    Z is invariant to adding a per-sample constant and to multiplying by a per-sample positive scale, so teacher and
-    student are compared by the *shape* of their logits, not by their magnitude (which the EMA teacher and the
-    strong-view student do not share). Needs K >= 2 (the unbiased std of one value is undefined).
+    The std is the unbiased one (N-1), as the official code. Z ignores a per-sample shift and positive scale, so teacher
+    and student are compared by the *shape* of their logits, not by their magnitude (which the EMA teacher and the
+    strong-view student do not share). Needs K >= 2.
     """
     mean = z.mean(dim=-1, keepdim=True)
     std = z.std(dim=-1, keepdim=True)  # correction=1: unbiased, as the official code
@@ -1709,16 +1706,10 @@ def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
                     mask: torch.Tensor | None = None, standardize: bool = True) -> torch.Tensor:
     """Logit-aligned consistency: tau^2 * KL( softmax(Z(t)/tau) || softmax(Z(s)/tau) ), a float32 scalar.
 
-    Source: Sun et al., CVPR 2024 (reference §3): summed over classes, averaged over the batch, base tau = 2, teacher
-    detached. Full-SVFormer (abstract) uses it as the unlabeled consistency loss: teacher = EMA teacher on the weak
-    view, student = student on the strong view.
-
-    student_logits, teacher_logits: (B, K), any float dtype; computed in float32 via log_softmax.
-    mask: optional (B,) float or bool per-sample weight (e.g. teacher confidence >= delta). Masked-out samples add 0
-    and the sum is still divided by the whole batch B, as FixMatch/SVFormer's masked losses do (mean of mask * loss):
-    the loss then shrinks with the fraction of confident samples instead of giving a few confident samples the
-    weight of a full batch. The paper does not say whether it masks; mask=None is the reference's unmasked loss.
-    standardize=False gives the same KL on raw logits: the ablation that logit standardization is measured against.
+    As Sun et al. (reference §3): summed over classes, averaged over the batch, teacher detached; Full-SVFormer uses it
+    between the EMA teacher on the weak view and the student on the strong view. mask: optional (B,) per-sample weight;
+    the sum is still divided by B, as FixMatch/SVFormer's masked losses (the paper does not say whether it masks).
+    standardize=False: the plain KL that logit standardization is measured against.
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
         raise ValueError(f"standardized_kl: expected two (B, K) tensors, got {tuple(student_logits.shape)} "
@@ -1742,21 +1733,14 @@ class ANLResult(NamedTuple):
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
                            drop_threshold: float = 0.95 ** 2, k: torch.Tensor | int | None = None) -> ANLResult:
-    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4).
+    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4). No host sync.
 
-    1. y = argmax teacher (whatever its confidence).
-    2. batch_k = the smallest k in 2..K with y in the student's top-k for *every* sample (top-k accuracy > 99.99%).
-       Vectorised: the rank of y in the student's order is the number of classes with a strictly larger logit, so
-       batch_k = clamp(max_b rank_b + 1, 2, K), with no sort and no loop over k. Ties count in y's favour.
-    3. Negatives of sample b: classes outside the teacher's top-k, minus those whose student probability exceeds
-       `drop_threshold` (FullMatch: p_cutoff^2 = 0.95^2).
-    4. loss = mean over the B samples of sum over negatives of -log(1 - p_s + 1e-10). k = K gives no negatives and a
-       0 loss that is still attached to the student's graph.
-
-    k: the k to use in step 3; None = this batch's own batch_k (FullMatch, whose batch is the whole unlabeled batch).
-    Training passes the max of batch_k over the previous optimizer step's micro-batches on every rank, so that k is
-    a property of the whole unlabeled batch, whatever the number of processes and micro-batches (see train()).
-    student_strong_logits: (B, K), receives the gradient. teacher_weak_logits: (B, K), detached. No host sync.
+    1. y = argmax teacher. 2. batch_k = the smallest k in 2..K with y in the student's top-k for every sample: y's rank
+    in the student's order is the number of strictly larger logits (ties count for y), so batch_k = clamp(max rank + 1,
+    2, K). 3. Negatives: classes outside the teacher's top-k, minus those whose student probability exceeds
+    drop_threshold (FullMatch: 0.95^2). 4. loss = mean over samples of the sum over negatives of -log(1 - p_s + 1e-10).
+    k: None = this batch's batch_k; training passes the max over the previous step's micro-batches on every rank, so
+    that k belongs to the whole unlabeled batch, whatever the processes and micro-batches (see train()).
     """
     s = student_strong_logits.float()
     t = teacher_weak_logits.detach().float()
@@ -1764,8 +1748,8 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
         raise ValueError(f"adaptive_negative_loss: expected two (B, K) tensors, got {tuple(s.shape)} "
                          f"and {tuple(t.shape)}")
     B, K = s.shape
-    # One stable descending sort of the teacher gives both y (its first entry: the same as argmax's first maximum)
-    # and every class's teacher rank, so the top-k test below is `rank < k` with k a tensor (no .item()).
+    # One stable descending sort of the teacher gives y (its first entry, as argmax) and every class's teacher rank,
+    # so the top-k test is `rank < k` with k a tensor (no .item()).
     order_t = t.argsort(dim=-1, descending=True, stable=True)  # (B, K) class ids, best first
     y = order_t[:, :1]  # (B, 1)
     rank_t = torch.empty_like(order_t).scatter_(-1, order_t, torch.arange(K, device=t.device).expand(B, K))
@@ -1780,9 +1764,8 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
 
 
 def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """lambda ~ Beta(beta, beta) for Tube TokenMix (SVFormer: one lambda per batch), a 0-d float64 tensor on the
-    generator's device, drawn from it so that it follows the run's seed, with no host sync. Beta(a, a) = X / (X + Y)
-    with X, Y ~ Gamma(a), as torch has no seeded Beta sampler."""
+    """lambda ~ Beta(beta, beta) for Tube TokenMix (one per batch, as SVFormer), a 0-d float64 tensor on the generator's
+    device, with no host sync: X / (X + Y) with X, Y ~ Gamma(beta), as torch has no seeded Beta sampler."""
     device = generator.device if generator is not None else None
     g = torch._standard_gamma(torch.full((2,), float(beta), dtype=torch.float64, device=device), generator=generator)
     return g[0] / g.sum()
@@ -1790,16 +1773,12 @@ def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torc
 
 def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator: torch.Generator | None = None,
               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tube TokenMix mask (SVFormer, Xing et al., CVPR 2023; reference §2).
+    """Tube TokenMix mask (SVFormer, Xing et al., CVPR 2023; reference §2) -> mask (B, N) bool, lam_a (B,) float32.
 
-    For each of the `batch` samples, a random set of round((1 - lam) * N) of the N spatial patch positions is True:
-    those tokens come from clip b, the rest from clip a, so lam is (nominally) clip a's share. The mask is spatial
-    only and tube_token_mix applies it to every frame (a "tube"), so the mixed clip keeps coherent motion.
-    lam: a float, a 0-d tensor (one lambda for the batch, as SVFormer) or a (B,) tensor; a tensor on the generator's
-    device costs no host sync.
-    Returns mask (B, N) bool and lam_a (B,) float32 = the exact realised share of clip a's patches,
-    1 - round((1 - lam) N) / N, which the targets must use (the official code rounds down and mixes the targets
-    with the nominal lambda, so its targets and its inputs disagree by up to 1/N).
+    Per sample, a random set of round((1 - lam) * N) of the N patch positions is True (taken from clip b, the rest from
+    clip a); tube_token_mix applies it to every frame, so the mixed clip keeps coherent motion. lam: a float, a 0-d or
+    a (B,) tensor. lam_a is the realised share of clip a, 1 - round((1 - lam) N) / N, which the targets must use (the
+    official code mixes its targets with the nominal lambda: they disagree with its inputs by up to 1/N).
     """
     gen_device = generator.device if generator is not None else device
     lam_t = torch.as_tensor(lam, dtype=torch.float64, device=gen_device).expand(batch)
@@ -1815,12 +1794,8 @@ def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator
 
 
 def tube_token_mix(tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Tube TokenMix of patch tokens (SVFormer): where mask is True take b's token, else a's, in every frame.
-
-    tokens_a, tokens_b: (B, T, N, D) patch tokens right after patch embedding, before the position and time
-    embeddings (so the mixed clip gets one consistent set of embeddings). mask: (B, N) bool from tube_mask.
-    Returns (B, T, N, D). Typically tokens_b = tokens_a[perm] with a random batch permutation perm.
-    """
+    """Tube TokenMix of (B, T, N, D) patch tokens (SVFormer): b's token where mask (B, N) is True, else a's, in every
+    frame. The tokens come before the position and time embeddings, so the mixed clip gets one consistent set."""
     if tokens_a.shape != tokens_b.shape or tokens_a.dim() != 4:
         raise ValueError(f"tube_token_mix: expected two (B, T, N, D) tensors, got {tuple(tokens_a.shape)} "
                          f"and {tuple(tokens_b.shape)}")
@@ -1832,11 +1807,9 @@ def tube_token_mix(tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.T
 
 def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor | float,
                      threshold: float) -> torch.Tensor:
-    """Tube TokenMix target (SVFormer; reference §2): lam_a * y_a + (1 - lam_a) * y_b, with clip b of sample i being
-    clip perm[i] of the same batch. y is one-hot(argmax) where the teacher's confidence >= threshold (delta) and the
-    teacher's soft probabilities otherwise. teacher_probs: (B, K) softmax of the EMA teacher on the unmixed clips;
-    perm: (B,) long; lam_a: (B,) from tube_mask, or a float. Returns (B, K) float32, detached.
-    """
+    """Tube TokenMix target (SVFormer; reference §2): lam_a * y_a + (1 - lam_a) * y_b, clip b of sample i being clip
+    perm[i]; y is one-hot(argmax) where the teacher's confidence >= threshold (delta), else its soft probabilities.
+    Returns (B, K) float32, detached."""
     p = teacher_probs.detach().float()
     conf, idx = p.max(dim=-1)
     one_hot = torch.zeros_like(p).scatter_(-1, idx[:, None], 1.0)  # not F.one_hot: it checks the range with .item()
@@ -1847,9 +1820,8 @@ def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: tor
 
 def tokenmix_weight(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor,
                     threshold: float) -> torch.Tensor:
-    """Per-sample weight of the mix loss in the official SVFormer code: lam_a * mask_a + (1 - lam_a) * mask_b with
-    mask = (teacher confidence >= threshold). The paper does not state it; pass it to tokenmix_loss(weight=...) to
-    follow the official code, or leave the loss unweighted. Returns (B,) float32."""
+    """Per-sample weight of the mix loss in the official SVFormer code (not in the paper): lam_a * mask_a + (1 - lam_a)
+    * mask_b, mask = (teacher confidence >= threshold). Returns (B,) float32."""
     m = (teacher_probs.detach().float().max(dim=-1).values >= threshold).float()
     lam_a = torch.as_tensor(lam_a, dtype=m.dtype, device=m.device)
     return lam_a * m + (1 - lam_a) * m[perm]
@@ -1857,11 +1829,8 @@ def tokenmix_weight(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torc
 
 def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
-    """L_mix of SVFormer: MSE between the student's *raw logits* on the mixed clip and the mixed target, as the
-    official code does (reference §2), averaged over classes and then over the batch (the official code's
-    mean(dim=1) then mean()). weight: optional (B,) per-sample weight (see tokenmix_weight), still averaged over B.
-    student_logits: (B, K); target: (B, K) (detached). Returns a float32 scalar.
-    """
+    """L_mix of SVFormer: MSE between the student's *raw logits* on the mixed clip and the target, averaged over classes
+    then over the batch, as the official code (reference §2); weight: optional (B,) (tokenmix_weight)."""
     per_sample = (student_logits.float() - target.detach().float()).pow(2).mean(dim=-1)  # (B,)
     if weight is not None:
         per_sample = per_sample * weight.to(device=per_sample.device, dtype=per_sample.dtype)
@@ -1870,12 +1839,9 @@ def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """EMA teacher (SVFormer's EMA-Teacher; reference §2): teacher <- m * teacher + (1 - m) * student, in place.
-
-    The teacher is a deepcopy of the student, so their parameters pair up in order; one fused foreach lerp updates
-    them all. The student may hold bf16 or fp32 parameters, the teacher keeps its own dtype (fp32: with m = 0.99 an
-    update is 1% of the weight, below bf16's resolution). Buffers are copied, not averaged.
-    """
+    """EMA teacher (SVFormer; reference §2): teacher <- m * teacher + (1 - m) * student, in place, in one fused
+    foreach lerp. The teacher keeps its own dtype (fp32: with m = 0.99 an update is 1% of the weight, below bf16's
+    resolution); buffers are copied, not averaged."""
     t_params = list(teacher.parameters())
     s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params, strict=True)]
     # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
@@ -1889,12 +1855,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
 @torch.no_grad()
 def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, amp: str = "none",
              full: bool = True, rank: int = 0, world: int = 1) -> dict[str, dict]:
-    """Top-1/top-5 and per-class top-1 (in %) of each model in `models`, decoding the test set once for all.
-
-    full=True: test_clips x test_crops views per video (SVFormer: 5 x 3), logits averaged over the views (SVFormer
-    sums them: same argmax). full=False: one centre view, the cheap eval during training. Under DDP each rank
-    evaluates every world-th video and the counts are summed, so the result is exact.
-    """
+    """Top-1/top-5 and per-class top-1 (%) of each model, decoding the test set once for all. full=True: test_clips x
+    test_crops views per video, logits averaged (SVFormer sums them: same argmax); full=False: one centre view. Under
+    DDP each rank evaluates every world-th video and the counts are summed, so the result is exact."""
     K = data.num_classes
     counts = {n: torch.zeros(3, K, dtype=torch.float64, device=device) for n in models}  # top1, top5, total per class
     was_training = {n: m.training for n, m in models.items()}
