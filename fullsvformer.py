@@ -1924,9 +1924,8 @@ def init_distributed() -> tuple[int, int, int]:
 
 
 def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
-    """(labeled clips per micro-batch per process, micro-batches per optimizer step) that make `global_batch`, the
-    batch the lr is defined for, over `world` processes: labeled_batch when it divides each process's share, else the
-    largest micro-batch below it that does (so a preset runs under torchrun as is)."""
+    """(labeled clips per micro-batch per process, micro-batches per step) making `global_batch` over `world`
+    processes: labeled_batch if it divides each process's share, else the largest smaller one that does."""
     if global_batch % world:
         raise UserError(f"global_batch={global_batch} labeled clips cannot be split evenly over {world} processes: "
                         f"use a --global-batch that is a multiple of {world}")
@@ -1937,9 +1936,7 @@ def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int
 
 def resolve_amp(amp: str, device: torch.device) -> str:
     if amp == "auto":
-        if device.type != "cuda":
-            return "none"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if device.type == "cuda" else "none"
     if amp == "fp16" and device.type == "cpu":
         raise UserError("--amp fp16 needs CUDA; use --amp bf16 or none on CPU")
     return amp
@@ -1955,9 +1952,8 @@ def make_optimizer(model: nn.Module, tcfg: TrainConfig) -> torch.optim.Optimizer
     groups = [{"params": decay, "weight_decay": tcfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     if tcfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=tcfg.lr, momentum=tcfg.momentum, nesterov=True)
-    # Fused on CUDA: one kernel per parameter group for the whole update.
     return torch.optim.AdamW(groups, lr=tcfg.lr, betas=(tcfg.momentum, 0.999),
-                             fused=next(model.parameters()).is_cuda or None)
+                             fused=next(model.parameters()).is_cuda or None)  # fused: one kernel per group on CUDA
 
 
 def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
@@ -1972,9 +1968,8 @@ def lr_at(epoch_progress: float, tcfg: TrainConfig) -> float:
 
 
 def ssl_weight_at(epoch_progress: float, tcfg: TrainConfig) -> float:
-    """Factor on the unlabeled losses: 0 during the supervised warm-up, then a linear ramp from 0 to 1 over
-    ssl_rampup_epochs (1 when off). With a freshly initialised head the teacher's first pseudo-labels are noise; the
-    warm-up and the ramp keep them from steering the student."""
+    """Factor on the unlabeled losses: 0 in the supervised warm-up, then a linear ramp to 1 over ssl_rampup_epochs:
+    a fresh head's first pseudo-labels are noise, which should not steer the student."""
     after = epoch_progress - tcfg.supervised_warmup_epochs
     if after < 0:
         return 0.0
@@ -1984,15 +1979,13 @@ def ssl_weight_at(epoch_progress: float, tcfg: TrainConfig) -> float:
 def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | None, cfg: Config,
                device: torch.device, amp: str, gen: torch.Generator, ssl_weight: float = 1.0,
                anl_k: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """One micro-batch of Full-SVFormer. Returns (weighted loss, detached terms for logging). No host sync.
+    """One micro-batch of Full-SVFormer -> (weighted loss, detached terms for logging), with no host sync:
 
-    loss = CE(student(labeled weak), y) + ssl_weight * (
-           gamma_kl  * standardized_kl(student(strong), teacher(weak))                   logit-aligned consistency
-         + gamma_mix * tokenmix_loss(student(TubeTokenMix(strong_a, strong_b)), mixed teacher targets)
-         + gamma_nl  * adaptive_negative_loss(student(strong), teacher(weak), k=anl_k))  ANL
+    loss = CE(student(labeled weak), y) + ssl_weight * (gamma_kl * standardized_kl(student(strong), teacher(weak))
+           + gamma_mix * tokenmix_loss(student(TubeTokenMix(strong_a, strong_b)), mixed teacher targets)
+           + gamma_nl * adaptive_negative_loss(student(strong), teacher(weak), k=anl_k))
     Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
-    clips' patch tokens inside the forward (token_hook) and appended to the batch. anl_k: ANL's k for this step
-    (None: the micro-batch's own); terms["anl_batch_k"] is this micro-batch's measurement of it.
+    clips' patch tokens inside it (token_hook). terms["anl_batch_k"] is this micro-batch's measurement of ANL's k.
     """
     d, t = cfg.data, cfg.train
     xl = normalize_clips(lab["weak"].to(device, non_blocking=True), d.mean, d.std)  # (Bl, C, T, H, W)
@@ -2003,7 +1996,6 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
             logits_l = student(xl)
         ce = F.cross_entropy(logits_l.float(), yl)
         return ce, {"loss_ce": ce.detach()}
-
     strong = unl["strong"].to(device, non_blocking=True)  # (Bu, T, C, H, W) uint8, not warped
     Bu, T = strong.shape[:2]
     warp = unl["warp"].to(device, non_blocking=True) if "warp" in unl else torch.arange(T, device=device).expand(Bu, T)
@@ -2016,7 +2008,6 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         with torch.inference_mode(), autocast_context(device, amp):
             t_logits = teacher(xw).float()
         t_logits = t_logits.clone()  # an ordinary tensor: inference tensors cannot be saved for backward
-
     use_mix = t.gamma_mix > 0
     if use_mix:
         perm = torch.randperm(Bu, generator=gen, device=gen.device).to(device, non_blocking=True)
@@ -2029,14 +2020,12 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
             if d.temporal_warp_on == "partners":
                 b = b.gather(1, warp[perm][:, :, None, None].expand_as(b))
             return torch.cat([tokens, tube_token_mix(a, b, mask)])
-
     with autocast_context(device, amp):
         logits = student(torch.cat([xl, xs]), token_hook=mix_hook if use_mix else None).float()
     logits_l, logits_s = logits[:Bl], logits[Bl:Bl + Bu]
     if t.oracle_pseudo_labels:  # diagnostic: a teacher that is always right and sure (softmax 0.9999 at 10)
         t_logits = torch.zeros_like(logits_s).scatter_(-1, y_true[:, None], 10.0)
     t_probs = t_logits.softmax(dim=-1)
-
     ce = F.cross_entropy(logits_l, yl)
     conf = t_probs.max(dim=-1).values
     kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
@@ -2106,23 +2095,22 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         if labeled_batch != asked:
             log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
                      "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
-
         seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
         model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
         if pretrained and not t.resume:
             load_pretrained(model, pretrained)
         elif cfg.data.dataset != "synthetic" and not t.resume:
-            log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from ImageNet "
-                        "ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
+            log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from "
+                        "ImageNet ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
         model.to(device)
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
         micro_per_epoch = steps_per_epoch(data, world)
         if micro_per_epoch < accum:
             raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
-                            f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the {accum} "
-                            f"that make one step of global_batch={t.global_batch} over {world} process(es): lower "
-                            "--global-batch or --mu, or use more clips")
+                            f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the "
+                            f"{accum} that make one step of global_batch={t.global_batch} over {world} process(es): "
+                            "lower --global-batch or --mu, or use more clips")
         layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
         state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
                  "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
@@ -2134,15 +2122,15 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
         run.anl_k = torch.tensor(run.state["anl_k"], device=device)
         if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
-            asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked))
-            save_config(dataclasses.replace(asked_cfg, train=dataclasses.replace(t, resume="")), run_dir / "config.yaml")
+            asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
+                                            train=dataclasses.replace(t, resume=""))
+            save_config(asked_cfg, run_dir / "config.yaml")
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
             restore_rng(rng_global)
-
-        run.student = nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None) \
-            if world > 1 else model
+        run.student = model if world == 1 else nn.parallel.DistributedDataParallel(
+            model, device_ids=[local] if device.type == "cuda" else None)
         run.teacher_fwd = teacher
         run.compiled = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
         if run.compiled:
@@ -2210,13 +2198,11 @@ def train(cfg: Config, distributed: bool = True) -> dict:
 
 
 def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> float:
-    """Apply the accumulated gradients and update the EMA teacher, or skip the step if a loss was non-finite.
-    Returns the step's lr.
+    """Apply the accumulated gradients and update the EMA teacher, or skip the step if a loss was non-finite; -> lr.
 
-    Every rank takes the same three decisions from one collective: skip (any micro-batch loss non-finite, on any
-    rank: their gradients were averaged, so one NaN reaches everyone), ANL's k for the next step (the max of batch_k
-    over every micro-batch of every rank, i.e. over the step's whole unlabeled batch) and the bad-video abort (skips
-    counted over all ranks). Reading the skip decision is the one host sync per optimizer step.
+    Every rank takes the same decisions from one collective, the step's one host sync: skip (a non-finite loss on any
+    rank: gradients are averaged, so one NaN reaches everyone), ANL's k for the next step (the max of batch_k over the
+    whole unlabeled batch) and the bad-video abort (skips counted over all ranks).
     """
     s, t, bad = run.state, run.cfg.train, run.data.bad
     lr = lr_at((s["step"] + 1) / run.steps_per_epoch, t)  # the lr at the end of this step: never 0 in warmup
@@ -2260,19 +2246,17 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
 
 
 def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
-    """One metrics.jsonl line: the mean of every logged term since the last line (host syncs here only), clips/s.
+    """One metrics.jsonl line: the mean of every logged term since the last line (host syncs here only) and clips/s.
     Returns the start time of the next interval."""
     s, m = run.state, run.meter
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
     row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
-           "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
-           **{k: float(v) / n for k, v in m.items()}}
+           "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run), **{k: float(v) / n for k, v in m.items()}}
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
         s["train_time_s"] += dt
-    run.warm = True
-    run.meter = {}
+    run.warm, run.meter = True, {}
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
@@ -2336,9 +2320,8 @@ def finish(run: Run) -> dict:
 
 
 def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
-    """(the run's directory, whether it is new): --resume's, --out, or runs/<dataset>-<labeled>-<time>-<pid>, decided on
-    rank 0 and shared, so that every process writes one run. A directory that holds a run already is refused unless
-    resumed: starting again there would overwrite it."""
+    """(the run's directory, whether it is new): --resume's, --out, or runs/<dataset>-<labeled>-<time>-<pid>, decided
+    on rank 0 and shared. A directory that holds a run already is refused unless resumed (it would be overwritten)."""
     t = cfg.train
     name = t.resume or t.out or (f"runs/{cfg.data.dataset}-{cfg.data.labeled:g}-{time.strftime('%Y%m%d-%H%M%S')}-"
                                  f"{os.getpid()}")
