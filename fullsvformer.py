@@ -2395,10 +2395,8 @@ def restore_rng(s: dict) -> None:
 
 
 def checkpoint(run: Run, best: bool = False) -> None:
-    """Write RUN_DIR/last.pt (or best.pt) atomically: {model, ema, optimizer, scaler, every rank's RNG streams and
-    skipped videos, state, config, class names}. Keys are the plain module's (never the compiled or DDP wrapper's),
-    so any loader can read them. Every rank must call it: the ranks' own parts are gathered, so that a resumed DDP
-    run continues every rank's streams and counts."""
+    """Write RUN_DIR/last.pt (or best.pt) atomically, with the plain module's keys (no compile or DDP wrapper). Every
+    rank must call it: each rank's RNG streams and skipped videos are gathered, so a resumed DDP run continues them."""
     s = run.state
     mine = {"generator": run.gen.get_state().cpu(), "global": rng_state(), "bad": run.data.bad.state_dict()}
     ranks = [mine]
@@ -2407,8 +2405,8 @@ def checkpoint(run: Run, best: bool = False) -> None:
         dist.all_gather_object(ranks, mine)
     if run.rank != 0:
         return
-    # best.pt is chosen on the TEST set (there is no validation split in the protocol): record that in the file, so
-    # that a number read off it is never mistaken for a result. Report the final model (last.pt, summary.json).
+    # best.pt is chosen on the TEST set (the protocol has no validation split): the file says so, so that a number read
+    # off it is never mistaken for a result. Report the final model (last.pt, summary.json).
     selection = (f"best.pt: the highest 1-view top-1 of student or teacher on the TEST set over the per-epoch evals "
                  f"(epoch {s['best_epoch']}); test-selected, do not report its accuracy" if best else
                  f"last.pt: the model at step {s['step']} (the final model once the run has ended)")
@@ -2425,9 +2423,8 @@ def checkpoint(run: Run, best: bool = False) -> None:
 
 
 def load_checkpoint(run: Run, path: Path) -> dict:
-    """Restore `run` from a checkpoint written by `checkpoint`; returns this rank's global RNG states, which the
-    caller restores last. The layout (processes, micro-batches per step, steps per epoch) must match the
-    checkpoint's, or the step counter would mean other data."""
+    """Restore `run` from `checkpoint`'s file; returns this rank's global RNG states, for the caller to restore last.
+    The layout (processes, micro-batches, steps per epoch) must match, or the step counter would mean other data."""
     if not path.is_file():
         raise UserError(f"cannot resume: {path} does not exist (was the run started with this --out?)")
     ckpt = read_run_checkpoint(path)
@@ -2454,8 +2451,8 @@ def load_checkpoint(run: Run, path: Path) -> dict:
 # synthetic preset is the CPU demo. Order of precedence: dataclass defaults < preset < --config FILE < flags.
 PRESETS: dict[str, dict[str, dict]] = {
     # The built-in task (SYNTH_TASKS["ucf-proxy"]): a 2-block ViT (D 64) at 32 px with 8 px patches, 4 frames at stride
-    # 4, fine-tuned from its stage-0 image model (pretrained="synthetic", see stage0_checkpoint), as the paper starts
-    # from ImageNet. The settings are the accuracy bench's (bench/test_accuracy.py says why each).
+    # 4, fine-tuned from its stage-0 image model (pretrained="synthetic") as the paper starts from ImageNet; the
+    # settings are the accuracy bench's (bench/test_accuracy.py says why each).
     "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=8, drop_path=0.0,
                                 head_dropout=0.0, pretrained="synthetic"),
                   "data": dict(img_size=32, num_frames=4, clip_stride=4, scale_min=1.0, scale_max=1.2,
@@ -2468,7 +2465,6 @@ PRESETS: dict[str, dict[str, dict]] = {
     "ucf101": {"data": dict(labeled=0.01)},
     "hmdb51": {"data": dict(labeled=0.4)},
 }
-# Stage 0 of the built-in task, our "ImageNet": the fine-tuning config's model, trained as an image model (T = 1) with
 # Stage 0, the synthetic task's "ImageNet": all labels on single frames of the disjoint pretraining task (other glyphs,
 # other motions, another content seed), with the architecture and frame geometry of the run it initialises.
 STAGE0 = {"model": dict(pretrained=""),
@@ -2483,8 +2479,8 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 def stage0_config(cfg: Config) -> tuple[Config, str]:
-    """Stage 0's config for run cfg (the synthetic preset, cfg's model and frame geometry, STAGE0 on top; cfg's runtime
-    settings) and its key: a hash of every setting that changes the trained weights."""
+    """Stage 0's config for run cfg (the synthetic preset, cfg's model, frame geometry and runtime settings, STAGE0 on
+    top) and its key: a hash of every setting that changes the trained weights."""
     d, run = config_to_dict(config_from_dict(PRESETS["synthetic"])), config_to_dict(cfg)
     d["model"].update(run["model"])
     for s in ("data", "train"):
@@ -2497,8 +2493,7 @@ def stage0_config(cfg: Config) -> tuple[Config, str]:
 
 def stage0_checkpoint(cfg: Config) -> str:
     """The stage-0 image model for run cfg: pretrained/stage0-<key>.safetensors when committed (the demo's), else
-    trained on first use into $XDG_CACHE_HOME/fullsvformer/stage0-<key>/ (default ~/.cache; a stage 0 killed halfway
-    resumes there). Under torchrun rank 0 trains it, alone, while the others wait."""
+    trained once into $XDG_CACHE_HOME/fullsvformer/stage0-<key>/ (resumable; under torchrun by rank 0 alone)."""
     pre, key = stage0_config(cfg)
     if (PRETRAINED_DIR / f"stage0-{key}.safetensors").is_file():
         return str(PRETRAINED_DIR / f"stage0-{key}.safetensors")
@@ -2523,15 +2518,15 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
     """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
     p = argparse.ArgumentParser(
         prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
-        description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-"
-                    "logit KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, predict (each has --help); "
+        description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
+                    "KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, predict (each has --help); "
                     "dataset preparation is in tools/. Defaults shown are the dataclass defaults; --dataset "
                     "synthetic (the default) applies the CPU demo preset on top, see PRESETS. --debug (or "
                     "FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
     if with_checkpoint:
-        p.add_argument("--checkpoint", required=True, help="a run's checkpoint: RUN/last.pt (the final model; best.pt is "
-                                                                "selected on the test set)")
+        p.add_argument("--checkpoint", required=True,
+                       help="a run's checkpoint: RUN/last.pt (the final model; best.pt is selected on the test set)")
     defaults = Config()
     for section in SECTIONS:
         group = p.add_argument_group(section)
@@ -2562,9 +2557,7 @@ def parse_config(argv: list[str], with_checkpoint: bool = False) -> tuple[Config
     file_cfg = read_config_file(args.config) if args.config else {}  # validated by config_from_dict below
     dataset = flags.get("data", {}).get("dataset") or (file_cfg.get("data") or {}).get("dataset") \
         or DataConfig().dataset
-    cfg = config_from_dict(PRESETS.get(dataset, {}))
-    cfg = config_from_dict(file_cfg, cfg)
-    return config_from_dict(flags, cfg), args
+    return config_from_dict(flags, config_from_dict(file_cfg, config_from_dict(PRESETS.get(dataset, {})))), args
 
 
 def flag_overrides(args: argparse.Namespace) -> dict[str, dict]:
@@ -2578,8 +2571,8 @@ def flag_overrides(args: argparse.Namespace) -> dict[str, dict]:
 
 
 def evaluate_checkpoint(argv: list[str]) -> dict:
-    """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher.
-    The run's own config is the base (pass --data-root etc. to point at the data on this machine)."""
+    """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher, with
+    the run's own config as the base (pass --data-root etc. to point at the data on this machine)."""
     args = build_parser(True).parse_args(argv)
     setup_logging(None)
     ckpt_path = Path(args.checkpoint)
@@ -2622,15 +2615,14 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSf
 
 def predict_main(argv: list[str]) -> dict:
     """`fullsvformer.py predict --checkpoint RUN/last.pt [--teacher] [--topk 5] [--json] VIDEO [VIDEO ...]`: classify
-    video files with a trained run. Frames, size, normalisation and the multi-view test sampling (test_clips x
-    test_crops, logits averaged) come from the checkpoint's config, class names from the checkpoint. A video that
-    cannot be read is reported on stderr and skipped; the exit status is then 1."""
+    video files with a trained run, with the checkpoint's config (frames, size, normalisation, test_clips x test_crops
+    views, logits averaged) and class names. An unreadable video is reported on stderr and skipped (exit status 1)."""
     p = argparse.ArgumentParser(prog="fullsvformer.py predict", description=predict_main.__doc__)
     p.add_argument("--checkpoint", required=True, help="a run's last.pt (or best.pt)")
     p.add_argument("--teacher", action="store_true", help="use the EMA teacher instead of the student")
     p.add_argument("--topk", type=int, default=5, help="classes to show per video (default: 5)")
-    p.add_argument("--json", action="store_true", help='one JSON object per video on stdout: {"video", "topk": '
-                                                       '[{"label", "name", "prob"}, ...]}')
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object per video on stdout: {"video", "topk": [{"label", "name", "prob"}, ...]}')
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
     p.add_argument("videos", nargs="+", metavar="VIDEO")
     a = p.parse_args(argv)
@@ -2693,8 +2685,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """The command line: main(), with a user's mistake (UserError, a missing file) printed as one line instead of a
-    traceback, exit status 2. `--debug` anywhere, or FULLSVFORMER_DEBUG=1, shows the traceback; crashes keep it."""
+    """main() for the command line: a user's mistake (UserError, a missing file) is one line on stderr and exit status
+    2; `--debug` anywhere, or FULLSVFORMER_DEBUG=1, shows the traceback; crashes keep it."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("FULLSVFORMER_DEBUG", "") not in ("", "0")
     try:
