@@ -141,28 +141,24 @@ class DataConfig:
     randaug_m: int = F_(9, "strong view: RandAugment magnitude (0-30)")
     temporal_warp_p: float = F_(2 / 3, "strong view: temporal warping probability (SVFormer: 2/3)", check="prob")
     temporal_warp_keys: str = F_("2,4", "strong view: key-frame counts temporal warping picks from, comma-separated")
-    temporal_warp_on: str = F_("partners", "strong view: warp only Tube TokenMix's partner clips (SVFormer's code) or "
-                                           "all strong clips (the consistency losses see them too)",
-                               ("partners", "all"))
-    strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p, on the device (SVFormer's dropout2d)",
-                                       check="prob")
+    temporal_warp_on: str = F_("partners", "strong view: warp only Tube TokenMix's partners (SVFormer's code) or all "
+                                           "strong clips (the consistency losses too)", ("partners", "all"))
+    strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p (SVFormer's dropout2d)", check="prob")
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
     std: list = F_([0.225, 0.225, 0.225], "per-channel std in [0, 1] for normalize_clips (SVFormer: 0.225)")
     labeled_batch: int = F_(1, "labeled clips per micro-batch per process (SVFormer: 1 per GPU); lowered, and logged, "
                                "when it does not divide global_batch / processes", check="count")
-    mu: int = F_(5, "unlabeled clips per labeled clip (SVFormer: 5); 0 = labeled only, epoch = labeled pass",
+    mu: int = F_(5, "unlabeled clips per labeled clip (SVFormer: 5); 0: labeled only (epoch = labeled pass)",
                  check="nonneg")
     eval_batch: int = F_(4, "test videos per eval batch (each holds test_clips × test_crops views)", check="count")
     workers: int = F_(-1, "loader worker processes per process (0 = decode in the training process; -1 = auto: this "
                           "process's share of the CPUs minus one, 1 to 8)")
     prefetch: int = F_(2, "batches each worker prepares ahead", check="count")
     pin_memory: bool = F_(True, "page-locked batches for faster host-to-GPU copies (only when CUDA is available)")
-    max_bad_fraction: float = F_(0.01, "abort once more than this fraction of the training videos failed to decode",
-                                 check="prob")
+    max_bad_fraction: float = F_(0.01, "abort once this fraction of training videos failed to decode", check="prob")
     # The built-in synthetic dataset; the generator's own knobs live in its task preset (SYNTH_TASKS).
-    synth_task: str = F_("ucf-proxy", "synthetic: the task (SYNTH_TASKS): ucf-proxy (32 classes, appearance x motion, "
-                                      "like UCF-101) or ucf-proxy-pretrain (its disjoint image-pretraining task)",
-                         ("ucf-proxy", "ucf-proxy-pretrain"))
+    synth_task: str = F_("ucf-proxy", "synthetic: the task (SYNTH_TASKS): ucf-proxy (32 classes, like UCF-101) or "
+                                      "ucf-proxy-pretrain (its image pretraining)", ("ucf-proxy", "ucf-proxy-pretrain"))
     synth_classes: int = F_(0, "synthetic: use the task's first N classes (0 = all)", check="nonneg")
     synth_clips_per_class: int = F_(100, "synthetic: train clips per class (labeled + unlabeled)", check="count")
     synth_test_per_class: int = F_(20, "synthetic: test clips per class", check="count")
@@ -207,29 +203,23 @@ class TrainConfig:
     schedule: str = F_("step", "lr decay after warmup: step (x lr_gamma at each lr_milestones epoch) or cosine",
                        ("step", "cosine"))
     lr_milestones: str = F_("25,28", "step schedule: comma-separated epochs at which the lr is multiplied by lr_gamma")
-    lr_gamma: float = F_(0.1, "step schedule: lr factor at each milestone (SVFormer: x0.1 at 25, x0.01 at 28)",
-                         check="prob")
+    lr_gamma: float = F_(0.1, "step schedule: lr factor at each milestone (SVFormer: 0.1)", check="prob")
     warmup_epochs: float = F_(0.0, "linear warmup from 0, in epochs (may be fractional)", check="nonneg")
     grad_clip: float = F_(0.0, "clip the global gradient norm to this value (0 = off)", check="nonneg")
     # Semi-supervised objective: loss = CE + gamma_kl * KL + gamma_mix * L_mix + gamma_nl * L_NL.
-    ema_momentum: float = F_(0.9227, "EMA teacher momentum per optimizer step, whatever the micro-batches and "
-                                     "processes (SVFormer's code: 0.99 at each of 8 accumulation iterations = 0.99^8)",
-                             check="prob")
-    gamma_kl: float = F_(2.0, "weight of the standardized-KL consistency (assumption: SVFormer's gamma1 = 2)",
-                         check="nonneg")
+    ema_momentum: float = F_(0.9227, "EMA teacher momentum per optimizer step (SVFormer's code: 0.99 at each of its 8 "
+                                     "accumulation iterations = 0.99^8)", check="prob")
+    gamma_kl: float = F_(2.0, "weight of the standardized KL (assumption: SVFormer's gamma1 = 2)", check="nonneg")
     kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)", check="pos")
     kl_standardize: bool = F_(True, "standardize logits before the KL (the paper's idea); off = plain KL ablation")
-    kl_threshold: float = F_(0.0, "mask the KL where the teacher confidence is below this (0 = off; not stated)",
-                             check="nonneg")
+    kl_threshold: float = F_(0.0, "mask the KL below this teacher confidence (0 = off; not stated)", check="nonneg")
     gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)", check="nonneg")
-    mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumption: SVFormer fork's 10)",
-                         check="pos")
+    mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumed: SVFormer fork)", check="pos")
     mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
                                    "101 classes; raise it for few classes, e.g. 0.5 for 4)", check="prob")
     mix_weighted: bool = F_(False, "weight L_mix per sample by teacher confidence as the official SVFormer code does")
     gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)", check="nonneg")
-    nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop a negative whose student probability exceeds this (0.95^2)",
-                                  check="prob")
+    nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop negatives of student probability above this", check="prob")
     supervised_warmup_epochs: float = F_(0.0, "labeled-only epochs first, then the EMA teacher restarts from the "
                                               "student (SVFormer's WARM_EPOCH)", check="nonneg")
     ssl_rampup_epochs: float = F_(0.0, "ramp the unlabeled-loss weights linearly from 0 over this many epochs (0 = "
@@ -246,12 +236,10 @@ class TrainConfig:
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
     # On 8 GPUs an epoch of UCF-101 1% takes ~7 s, a 1-view eval ~2-4 s and a 1.5 GB checkpoint ~2 s (bench/feed.py):
     # every 5 epochs (as SVFormer's code) keeps them near 10% of the run.
-    eval_every: int = F_(5, "epochs between the cheap 1-view evals (0 = only the final multi-view eval)",
-                         check="nonneg")
+    eval_every: int = F_(5, "epochs between cheap 1-view evals (0 = only the final multi-view eval)", check="nonneg")
     ckpt_epochs: int = F_(5, "epochs between last.pt writes; the last epoch always writes one", check="count")
     ckpt_every: int = F_(0, "also write last.pt every N optimizer steps (0 = off)", check="nonneg")
-    max_nonfinite: int = F_(20, "abort after this many non-finite losses in a row (each one skips its step)",
-                            check="count")
+    max_nonfinite: int = F_(20, "abort after this many non-finite losses in a row (each skips its step)", check="count")
 
     def __post_init__(self):
         check_bounds("train", self)
@@ -589,8 +577,7 @@ def _abbrev(keys, n: int = 10) -> str:
 
 
 def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
-    """timm's pretrained weights `name` as timm.create_model(pretrained=True) fetches them (its caches, else the hub);
-    offline and not cached: a CheckpointError naming the file to fetch."""
+    """timm's pretrained `name` as timm.create_model(pretrained=True) fetches it; offline: an error naming the file."""
     import timm
     pcfg = timm.models.get_pretrained_cfg(name)
     if pcfg is None:
@@ -638,8 +625,7 @@ def read_run_checkpoint(path: str | Path) -> dict:
 
 
 def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, str]:
-    """A checkpoint file or directory as (flat {key: tensor} dict, format, path), without wrappers ('model',
-    'state_dict', 'model_state') or the 'module.' (DDP) and '_orig_mod.' (torch.compile) prefixes."""
+    """A checkpoint file or directory as (flat {key: tensor} dict, format, path), unwrapped, unprefixed."""
     source = str(source)
     which, path = "student", Path(source)
     if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
@@ -976,8 +962,7 @@ def read_split_file(path: str | Path) -> tuple[list[Entry], list[str]]:
 
 def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, split: int
                  ) -> tuple[list[Entry], list[Entry], str]:
-    """(labeled, unlabeled, where from): the committed files for this setting if they exist (they must match the train
-    list under data_root), else generated."""
+    """(labeled, unlabeled, source): the committed split files if they exist (checked against train), else drawn."""
     d = split_dir(dataset, fraction, seed)
     if split == 1 and (d / "labeled.txt").is_file():
         prefix = "UCF-101/" if train and train[0][0].startswith("UCF-101/") else ""  # split files omit it
@@ -1038,8 +1023,7 @@ def decode_frames(path: str | Path, pick: Callable[[int], torch.Tensor]) -> tupl
 
 def normalize_clips(x: torch.Tensor, mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225),
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """uint8 (..., T, C, H, W) -> normalised float (..., C, T, H, W) on x's device, the model's input: a permuted view
-    (not contiguous), which the patch embedding copes with."""
+    """uint8 (..., T, C, H, W) -> normalised float (..., C, T, H, W) on x's device, a permuted view."""
     m, s = _channel_stats(tuple(mean), tuple(std), dtype, x.device)
     return ((x.to(dtype) / 255 - m) / s).movedim(-3, -4)  # (..., T, C, H, W) -> (..., C, T, H, W)
 
@@ -1424,8 +1408,7 @@ class SyntheticClips(VideoClips):
 
 
 def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list[str]]:
-    """(train, test, class_names) of the task's first synth_classes classes (0: all); clip ids are global, so train and
-    test never share one."""
+    """(train, test, class_names) of the task's first synth_classes classes (0: all); clip ids are unique."""
     names = SYNTH_TASKS[cfg.synth_task].names()[:cfg.synth_classes or None]
     per = cfg.synth_clips_per_class + cfg.synth_test_per_class
     train, test = [], []
@@ -1439,8 +1422,7 @@ def synthetic_entries(cfg: "DataConfig") -> tuple[list[Entry], list[Entry], list
 
 @dataclass
 class BadSamples:
-    """Videos skipped in training on this process; the abort past max_fraction of the pool (over all processes) is
-    decided in the optimizer step, the same on every rank."""
+    """Videos skipped in training on this process (optimizer_step decides the abort over all processes)."""
     pool_size: int
     max_fraction: float
     failed: dict = field(default_factory=dict)  # path -> times skipped
@@ -1538,8 +1520,7 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
 
 
 def steps_per_epoch(data: Data, world: int = 1) -> int:
-    """One pass over the unlabeled pool (⌈n/world⌉ clips per rank, a partial last batch dropped); with mu = 0 (labeled
-    only) one pass over the labeled set."""
+    """Steps in one pass over the unlabeled pool per rank (partial last batch dropped); with mu = 0 the labeled set."""
     c = data.cfg
     if c.mu > 0:
         return math.ceil(len(data.unlabeled) / world) // (c.mu * c.labeled_batch)
@@ -1632,8 +1613,7 @@ def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> to
 
 def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1,
                   end_step: int | None = None):
-    """Yield (labeled batch, unlabeled batch or None) for steps start_step .. end_step-1 (default: the epoch's end) of
-    `epoch`. Skipped videos are counted in data.bad (train() aborts past max_bad_fraction)."""
+    """Yield (labeled batch, unlabeled batch or None) for steps start_step .. end_step-1 of `epoch`; counts data.bad."""
     key = ("train", rank, world)
     if key not in data._loaders:
         sampler = _StepSampler(data, rank, world)
@@ -1647,8 +1627,7 @@ def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, wo
 
 
 def _worker_errors(batches):
-    """Iterate a DataLoader, re-raising a worker's UserError with its own message alone (without the worker's
-    traceback), so the CLI prints one line."""
+    """Iterate a DataLoader; a worker's UserError is re-raised without the worker's traceback, as one line."""
     try:
         yield from batches
     except UserError as e:
@@ -2151,8 +2130,7 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
 
 
 def train(cfg: Config, distributed: bool = True) -> dict:
-    """Train Full-SVFormer as configured and return summary.json's metrics. Resumes if cfg.train.resume is set.
-    distributed=False: this process alone, even under torchrun."""
+    """Train (or resume) as configured and return summary.json's metrics; distributed=False: this process alone."""
     run = setup_run(cfg, distributed)
     cfg, t, s = run.cfg, cfg.train, run.state
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
@@ -2246,8 +2224,7 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
 
 
 def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
-    """One metrics.jsonl line: the mean of every logged term since the last line (host syncs here only) and clips/s.
-    Returns the start time of the next interval."""
+    """One metrics.jsonl line: every term's mean since the last line (host syncs here only), clips/s; -> next t_log."""
     s, m = run.state, run.meter
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
@@ -2276,8 +2253,7 @@ def bad_summary(run: Run) -> dict:
 
 
 def eval_epoch(run: Run) -> None:
-    """The cheap 1-view eval of student and teacher between epochs; best.pt when either improves (on the TEST set,
-    so best.pt is test-selected: see checkpoint)."""
+    """The cheap 1-view eval of student and teacher; best.pt when either improves (test-selected: see checkpoint)."""
     s = run.state
     res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, False, run.rank,
                    run.world)
@@ -2685,8 +2661,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """main() for the command line: a user's mistake (UserError, a missing file) is one line on stderr and exit status
-    2; `--debug` anywhere, or FULLSVFORMER_DEBUG=1, shows the traceback; crashes keep it."""
+    """main() for the command line: a user's mistake is one line, exit 2 (traceback: --debug, FULLSVFORMER_DEBUG=1)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("FULLSVFORMER_DEBUG", "") not in ("", "0")
     try:
