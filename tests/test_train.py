@@ -354,7 +354,8 @@ def test_supervised_warmup_then_teacher_from_the_student(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
     assert [("loss_kl" in r) for r in rows] == [False] * 6 + [True] * 6
     assert all(r["loss"] == r["loss_ce"] for r in rows[:6])
-    assert momenta == [0.97] * 5 + [0.0] + [0.97] * 6  # the demo preset's momentum; a copy at the warm-up's end
+    m = fs.parse_config(TINY)[0].train.ema_momentum  # the demo preset's
+    assert momenta == [m] * 5 + [0.0] + [m] * 6  # a copy (momentum 0) at the warm-up's end
     t = fs.TrainConfig(supervised_warmup_epochs=1, ssl_rampup_epochs=2)
     assert [fs.ssl_weight_at(e, t) for e in (0.5, 1, 2, 3, 4)] == [0, 0, 0.5, 1, 1]  # the ramp follows the warm-up
 
