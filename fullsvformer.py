@@ -217,7 +217,8 @@ class TrainConfig:
     mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumed: SVFormer fork)", check="pos")
     mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
                                    "101 classes; raise it for few classes, e.g. 0.5 for 4)", check="prob")
-    mix_weighted: bool = F_(False, "weight L_mix per sample by teacher confidence as the official SVFormer code does")
+    mix_weighted: bool = F_(True, "weight L_mix per sample by lam*mask_a + (1-lam)*mask_b (teacher confidence >= "
+                                  "delta) as SVFormer's code; off: every sample, soft targets too (its paper's formula)")
     gamma_nl: float = F_(1.0, "weight of adaptive negative learning (FullMatch: 1)", check="nonneg")
     nl_drop_threshold: float = F_(0.95 ** 2, "ANL: drop negatives of student probability above this", check="prob")
     supervised_warmup_epochs: float = F_(0.0, "labeled-only epochs first, then the EMA teacher restarts from the "
@@ -2432,7 +2433,7 @@ PRESETS: dict[str, dict[str, dict]] = {
     "synthetic": {"model": dict(arch="tiny", embed_dim=64, depth=2, num_heads=2, patch_size=8, drop_path=0.0,
                                 head_dropout=0.0, pretrained="synthetic"),
                   "data": dict(img_size=32, num_frames=4, clip_stride=4, scale_min=1.0, scale_max=1.2,
-                               temporal_warp_keys="2", randaug_n=1, labeled=0.1, labeled_batch=8, mu=2, workers=0,
+                               temporal_warp_keys="2", randaug_n=1, labeled=0.01, labeled_batch=8, mu=2, workers=0,
                                eval_batch=16, test_clips=1, test_crops=1),
                   "train": dict(epochs=3, optimizer="adamw", lr=5e-4, weight_decay=0.05, global_batch=8,
                                 schedule="cosine", warmup_epochs=0.3, grad_clip=1.0, ema_momentum=0.98,
