@@ -137,7 +137,8 @@ class DataConfig:
     scale_min: float = F_(256 / 224, "weak view: shortest short side after resize, in units of img_size (256/224)")
     scale_max: float = F_(320 / 224, "weak view: longest short side after resize, in units of img_size (320/224)")
     hflip: float = F_(0.5, "weak view: horizontal flip probability", check="prob")
-    randaug_n: int = F_(2, "strong view: RandAugment ops per clip, the same for every frame (0 = off)", check="nonneg")
+    randaug_n: int = F_(0, "strong view: RandAugment ops per clip, the same for every frame (0 = off: SVFormer's "
+                           "code never runs its RandAugment branch)", check="nonneg")
     randaug_m: int = F_(9, "strong view: RandAugment magnitude (0-30)")
     temporal_warp_p: float = F_(2 / 3, "strong view: temporal warping probability (SVFormer: 2/3)", check="prob")
     temporal_warp_keys: str = F_("2,4", "strong view: key-frame counts temporal warping picks from, comma-separated")
