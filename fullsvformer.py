@@ -8,7 +8,7 @@ documented on its config field and listed in the README.
 
 Measured numbers, with their hardware, versions and the bench/ commands that produce them: README "Results".
 
-    python fullsvformer.py                                            # CPU demo: tiny model, synthetic motion clips
+    python fullsvformer.py                                  # CPU demo: the synthetic UCF-101 proxy at 1 label per class
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
     python fullsvformer.py eval --checkpoint runs/RUN/last.pt --data-root DIR   # evaluate a run's final model
     python fullsvformer.py predict --checkpoint runs/RUN/last.pt VIDEO ...      # classify video files

@@ -26,6 +26,9 @@ MUTATIONS = {
     "anl_inverted": (
         "ANL's negatives are the teacher's top-k classes instead of the classes outside them",
         "negative = (rank_t >= k)", "negative = (rank_t < k)"),
+    "teacher_frozen": (
+        "the EMA update leaves the teacher where it started (the stage-0 backbone with a random head)",
+        "torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)", "torch._foreach_lerp_(t_params, s_params, 0.0)"),
     "kl_not_standardized": (
         "standardize_logits only centres the logits (the division by their std is lost)",
         "return (z - mean) / (std + eps)", "return (z - mean) + 0 * (std + eps)"),
