@@ -1,7 +1,7 @@
 """Accuracy bench on the synthetic UCF-101 proxy: Full-SVFormer against supervised-only, its ablations and its bounds.
 
     python -m pytest bench/test_accuracy.py      # the CI gate (GATE: 1 label per class, 3 seeds; ~5 min on 2 cores)
-    python bench/test_accuracy.py --out bench/results/accuracy.json          # the full table (~40 min on 2 cores)
+    python bench/test_accuracy.py --out bench/results/accuracy.json          # the full table (~45 min on 2 cores)
 
 The task is fullsvformer's SYNTH_TASKS["ucf-proxy"] (32 classes: glyph x motion, some only motion tells apart; the
 module's "synthetic clips" section) at the demo preset's settings (PRESETS["synthetic"]), fine-tuned from the committed
