@@ -1,10 +1,11 @@
 """Does the accuracy gate catch a broken unlabeled path? Each mutation below is a one-line bug in fullsvformer.py; the
-gate (`python -m pytest bench/test_accuracy.py`) runs on a copy of the repository with it applied and must fail.
+gate (`python -m pytest bench/test_accuracy.py`) runs on a copy of the repository with it applied.
 
     python bench/mutation_check.py [--only NAME,...] [--out bench/results/mutations.json]   # ~5 min per mutation
 
 Writes, per mutation, whether the gate failed and its paired gaps (full - supervised, students and teachers; oracle -
-supervised). The unmutated gate's numbers are in bench/results/accuracy_gate.json.
+supervised). The unmutated gate's numbers are in bench/results/accuracy_gate.json. Not every bug is caught: the gate's
+margins are set for 3 seeds on any machine, so a bug that costs a few points passes (bench/README.md lists which).
 """
 import argparse
 import json
@@ -29,6 +30,9 @@ MUTATIONS = {
     "teacher_frozen": (
         "the EMA update leaves the teacher where it started (the stage-0 backbone with a random head)",
         "torch._foreach_lerp_(t_params, s_params, 1.0 - momentum)", "torch._foreach_lerp_(t_params, s_params, 0.0)"),
+    "unlabeled_loss_dropped": (
+        "the unlabeled losses are computed and logged but never reach the gradient (weight 0)",
+        "return ce + ssl_weight * unlabeled", "return ce + 0.0 * unlabeled"),
     "kl_not_standardized": (
         "standardize_logits only centres the logits (the division by their std is lost)",
         "return (z - mean) / (std + eps)", "return (z - mean) + 0 * (std + eps)"),
