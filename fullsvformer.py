@@ -2458,7 +2458,8 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 def stage0_config(cfg: Config) -> tuple[Config, str]:
     """Stage 0's config for run cfg (the synthetic preset, cfg's model, frame geometry and runtime settings, STAGE0 on
-    top) and its key: a hash of every setting that changes the trained weights."""
+    top) and its key: a hash of that config, runtime settings excepted (a default that stage 0 never uses, such as an
+    unlabeled-loss weight, still changes it)."""
     d, run = config_to_dict(config_from_dict(PRESETS["synthetic"])), config_to_dict(cfg)
     d["model"].update(run["model"])
     for s in ("data", "train"):

@@ -107,8 +107,8 @@ def measure(tmp: Path, regimes=tuple(REGIMES), variants=VARIANTS, seeds=SEEDS, e
             jobs: int = 2) -> dict:
     """Train every regime x variant x seed (BASE + regime + variant + `extra`: a flag in `extra` wins) and return the
     table of bench/results/accuracy.json. Identical command lines run once (all_labels is the same in every regime)."""
-    for name, known in (("regime", REGIMES), ("variant", VARIANTS)):
-        bad = [v for v in (regimes if name == "regime" else variants) if v not in known]
+    for name, given, known in (("regime", regimes, REGIMES), ("variant", variants, VARIANTS)):
+        bad = [v for v in given if v not in known]
         if bad:
             raise SystemExit(f"unknown {name}(s) {bad}; expected some of {list(known)}")
     t0 = time.perf_counter()

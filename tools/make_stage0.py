@@ -24,16 +24,11 @@ def main(argv: list[str] | None = None) -> Path:
     cfg, _ = fs.parse_config(list(sys.argv[1:] if argv is None else argv))
     key = fs.stage0_config(cfg)[1]
     dest = fs.PRETRAINED_DIR / f"stage0-{key}.safetensors"
+    committed = dest.read_bytes() if dest.is_file() else None
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["XDG_CACHE_HOME"] = tmp
-        committed = dest.read_bytes() if dest.is_file() else None
-        if committed is not None:
-            dest.rename(dest.with_suffix(".old"))  # so that stage0_checkpoint trains instead of returning it
-        try:
-            made = Path(fs.stage0_checkpoint(cfg)).read_bytes()
-        finally:
-            if committed is not None:
-                dest.with_suffix(".old").rename(dest)
+        fs.PRETRAINED_DIR = Path(tmp) / "none"  # stage0_checkpoint trains instead of returning the committed file
+        made = Path(fs.stage0_checkpoint(cfg)).read_bytes()
     digest = hashlib.sha256(made).hexdigest()
     if committed is None:
         dest.parent.mkdir(exist_ok=True)
