@@ -11,7 +11,7 @@ Measured numbers, with their hardware, versions and the bench/ commands that pro
     python fullsvformer.py                                  # CPU demo: the synthetic UCF-101 proxy at 1 label per class
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
     python fullsvformer.py eval --checkpoint runs/RUN/last.pt --data-root DIR   # evaluate a run's final model
-    python fullsvformer.py predict --checkpoint runs/RUN/last.pt VIDEO ...      # classify video files
+    python tools/predict.py --checkpoint runs/RUN/last.pt VIDEO ...            # classify video files
 """
 from __future__ import annotations
 
@@ -185,7 +185,8 @@ class DataConfig:
         if not self.warp_keys or min(self.warp_keys) < 1:
             raise UserError(f"temporal_warp_keys: need key counts >= 1, got {self.temporal_warp_keys!r}")
         if self.list_prefix and "=" not in self.list_prefix:
-            raise UserError(f"list_prefix: expected OLD=NEW, got {self.list_prefix!r}")
+            raise UserError(f"list_prefix: expected OLD=NEW (e.g. /mnt/blob/hmdb51/videos=/data/h), got "
+                            f"{self.list_prefix!r}")
 
 
 # --- training ---------------------------------------------------------------------------------------------------------
@@ -409,34 +410,18 @@ def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
 
-class Attention(nn.Module):
-    """Multi-head self-attention over the middle axis of (B, L, D), named as timm's ViT (qkv, proj) so weights load."""
-
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # 3,B,h,L,d
-        x = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # B,h,L,d
-        return self.proj(x.transpose(1, 2).reshape(B, L, D))
-
-
 class DividedSpaceTimeBlock(nn.Module):
     """One TimeSformer block: temporal attention, spatial attention, MLP. Tokens are (B, 1 + N*T, D): cls, then the
     patches space-major, time-minor (n*T + t) as the official code, so temporal attention needs no copy."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, drop_path: float = 0.0):
-        from timm.layers import DropPath, Mlp
+        from timm.layers import Attention, DropPath, Mlp  # timm's ViT layers: qkv/proj names, so ViT weights load
         super().__init__()
         self.temporal_norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.temporal_attn = Attention(dim, num_heads)
+        self.temporal_attn = Attention(dim, num_heads, qkv_bias=True)  # F.scaled_dot_product_attention inside
         self.temporal_fc = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads, qkv_bias=True)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -481,20 +466,13 @@ class TimeSformer(nn.Module):
         self.grad_checkpointing = False
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
+        for m in self.modules():  # ViT init: Linear weights truncated normal, std 0.02, biases 0 (LayerNorm: 1, 0)
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
         for blk in self.blocks:  # zero temporal_fc in every block (the official code skips block 0)
             nn.init.zeros_(blk.temporal_fc.weight)
             nn.init.zeros_(blk.temporal_fc.bias)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     @classmethod
     def from_preset(cls, arch: str, num_classes: int, **kw) -> "TimeSformer":
@@ -866,10 +844,7 @@ def read_hmdb51(root: str | Path, split: int = 1) -> tuple[list[Entry], list[Ent
 
 def _remap(path: str, root: Path, prefix: str) -> str:
     """Where a listed video lives: OLD=NEW rewrite, else as written if it exists, else DATA_ROOT/<class>/<video>."""
-    if prefix:
-        if "=" not in prefix:
-            raise UserError(f"--list-prefix {prefix!r}: expected OLD=NEW, "
-                            "e.g. /mnt/blob/datasets/hmdb51/videos=/data/h")
+    if prefix:  # DataConfig checked the form
         old, new = prefix.split("=", 1)
         return new + path[len(old):] if path.startswith(old) else path
     if not Path(path).is_absolute() or Path(path).exists():  # relative paths are relative to data_root
@@ -922,27 +897,6 @@ def class_balanced_split(train: list[Entry], fraction: float, seed: int, dataset
     return sorted(labeled), sorted(e for e in train if e[0] not in chosen)
 
 
-def check_split(labeled: list[Entry], unlabeled: list[Entry], train: list[Entry] | None = None,
-                test: list[Entry] | None = None, dataset: str = "", fraction: float | None = None) -> None:
-    """Raise ValueError unless labeled ∩ unlabeled = ∅, labeled ∪ unlabeled = train, nothing from test, and the
-    per-class labeled counts follow labeled_per_class; checks without their input (train/test/fraction) are skipped."""
-    lab, unl = {r for r, _ in labeled}, {r for r, _ in unlabeled}
-    if len(lab) != len(labeled) or len(unl) != len(unlabeled):
-        raise UserError("split: a video is listed twice")
-    if lab & unl:
-        raise UserError(f"split: {len(lab & unl)} videos are both labeled and unlabeled, e.g. {sorted(lab & unl)[0]}")
-    if train is not None and set(labeled) | set(unlabeled) != set(train):
-        raise UserError(f"split: labeled ∪ unlabeled ({len(lab | unl)}) differs from the train list ({len(train)})")
-    if test is not None and (lab | unl) & {r for r, _ in test}:
-        raise UserError("split: a test video is in the labeled or unlabeled set")
-    if fraction is not None:
-        got = collections.Counter(y for _, y in labeled)
-        for y, n in collections.Counter(y for _, y in list(labeled) + list(unlabeled)).items():
-            if got[y] != labeled_per_class(dataset, fraction, n):
-                raise UserError(f"split: class {y} has {got[y]} labeled clips, expected "
-                                 f"{labeled_per_class(dataset, fraction, n)} of {n}")
-
-
 def split_dir(dataset: str, fraction: float, seed: int, root: Path = SPLITS_DIR) -> Path:
     return Path(root) / dataset / f"{fraction * 100:g}pct" / f"seed{seed}"
 
@@ -970,11 +924,10 @@ def select_split(dataset: str, train: list[Entry], fraction: float, seed: int, s
         prefix = "UCF-101/" if train and train[0][0].startswith("UCF-101/") else ""  # split files omit it
         labeled = [(prefix + r, y) for r, y in read_split_file(d / "labeled.txt")[0]]
         unlabeled = [(prefix + r, y) for r, y in read_split_file(d / "unlabeled.txt")[0]]
-        try:
-            check_split(labeled, unlabeled, train)
-        except ValueError as e:
-            raise UserError(f"{d}: the committed split does not match the official lists under data_root ({e}); "
-                             "use the official split-1 lists or another --split-seed") from None
+        if len(labeled) + len(unlabeled) != len(train) or set(labeled) | set(unlabeled) != set(train):
+            raise UserError(f"{d}: the committed split does not match the official lists under data_root (labeled "
+                            f"{len(labeled)} + unlabeled {len(unlabeled)} vs {len(train)} train clips, or other "
+                            "clips); use the official split-1 lists or another --split-seed")
         return labeled, unlabeled, str(d)
     return (*class_balanced_split(train, fraction, seed, dataset), "generated")
 
@@ -1253,8 +1206,8 @@ GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
     """How the flock moves at video frames t (F,), as per-frame (F,) terms: offset oy, ox of every glyph (frame
-    fractions; positions wrap around), swirl (layout rotation about the centre, rad), zoom (scale of the layout and the
-    glyphs), spin (every glyph's rotation in place, rad). r: 5 per-clip uniforms (speed, direction, phase, amplitude,
+    fractions; positions wrap around), zoom (scale of the layout and the glyphs), spin (every glyph's rotation in
+    place, rad). r: 5 per-clip uniforms (speed, direction, phase, amplitude,
     second direction)."""
     sign = 1.0 if r[1] < 0.5 else -1.0
     phase = 2 * math.pi * r[2]
@@ -1268,14 +1221,10 @@ def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
         w = 2 * math.pi / (10 + 6 * r[0]) * sign
         rad = 0.1 + 0.05 * r[3]
         return {"oy": rad * np.sin(w * t + phase), "ox": rad * np.cos(w * t + phase)}
-    if name == "swirl":  # the layout turns about the centre, 0.1-0.16 rad per video frame
-        return {"swirl": (0.1 + 0.06 * r[0]) * sign * t}
     if name == "spin":  # 0.15-0.25 rad per video frame: 35-57 degrees per 4 frames, below a 90-degree symmetry
         return {"spin": (0.15 + 0.1 * r[0]) * sign * t}
     if name == "pulse":  # the layout and the glyphs grow and shrink by +-25-40%, period 8-14 video frames
         return {"zoom": 1 + (0.25 + 0.15 * r[3]) * np.sin(2 * math.pi * t / (8 + 6 * r[0]) + phase)}
-    if name == "wave":  # fast horizontal back-and-forth of +-0.06-0.1 frames
-        return {"ox": (0.06 + 0.04 * r[3]) * np.sin(2 * math.pi * t / (6 + 4 * r[0]) + phase)}
     if name == "hop":  # up and back down, a hop every 12-18 video frames
         return {"oy": -(0.08 + 0.06 * r[3]) * abs(np.sin(math.pi * t / (12 + 6 * r[0]) + phase / 2))}
     if name == "wobble":  # the glyphs rock by +-0.5 rad, period 8-12 video frames
@@ -1375,12 +1324,7 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthT
         img = np.where(box[:, None], bg + 0.4 * b[4:7].reshape(3, 1, 1) - 0.2, img)
     # The flock: glyph centres (F, n) after the motion, wrapped around the frame.
     m = _flock_motion(t, motion, r)
-    rel = pos - 0.5  # layout about the frame centre
-    if "swirl" in m:
-        c, s = np.cos(m["swirl"])[:, None], np.sin(m["swirl"])[:, None]
-        ry, rx = c * rel[:, 0] + s * rel[:, 1], c * rel[:, 1] - s * rel[:, 0]
-    else:
-        ry, rx = np.broadcast_to(rel[:, 0], (F_, n)), np.broadcast_to(rel[:, 1], (F_, n))
+    ry, rx = pos[:, 0] - 0.5, pos[:, 1] - 0.5  # (n,) the layout about the frame centre
     zoom = m["zoom"][:, None] if "zoom" in m else np.ones((F_, 1))  # (F, 1)
     cy = 0.5 + ry * zoom + (m["oy"][:, None] if "oy" in m else 0)  # (F, n) frame fractions
     cx = 0.5 + rx * zoom + (m["ox"][:, None] if "ox" in m else 0)
@@ -1564,15 +1508,13 @@ class _TrainSet(torch.utils.data.Dataset):
 
 
 def _collate_train(items: list[dict]) -> tuple[dict, dict | None, list[str], int]:
-    def batch(xs, keys):
-        out = {k: torch.stack([x[k] for x in xs]) for k in keys}  # (B, T, C, H, W); warp (B, T)
-        out["label"] = torch.tensor([x["label"] for x in xs], dtype=torch.long)
-        out["index"] = torch.tensor([x["index"] for x in xs], dtype=torch.long)
-        return out
-    lab = [x for x in items if x["stream"] == 0]
-    unl = [x for x in items if x["stream"] == 1]
-    bad = [p for x in items for p in x["bad"].split("\n") if p]
-    return batch(lab, ("weak",)), (batch(unl, ("weak", "strong", "warp")) if unl else None), bad, len(items)
+    """-> (labeled batch, unlabeled batch or None, paths of the videos skipped, clips served)."""
+    streams, bad = ([], []), []
+    for x in items:
+        bad += [p for p in x.pop("bad").split("\n") if p]
+        streams[x.pop("stream")].append(x)
+    lab, unl = (torch.utils.data.default_collate(xs) if xs else None for xs in streams)  # tensors stacked
+    return lab, unl, bad, len(items)
 
 
 class _StepSampler:
@@ -1651,19 +1593,14 @@ class _EvalSet(torch.utils.data.Dataset):
                             "test set)") from e
 
 
-def _collate_eval(items: list[dict]) -> dict:
-    return {"views": torch.stack([x["views"] for x in items]),  # (B, V, T, C, H, W)
-            "label": torch.tensor([x["label"] for x in items], dtype=torch.long),
-            "index": torch.tensor([x["index"] for x in items], dtype=torch.long)}
-
-
 def eval_batches(data: Data, full: bool = True, rank: int = 0, world: int = 1):
     """Yield {"views": uint8 (B, V, T, C, H, W), "label", "index"} over this rank's share of the test set (every
     world-th video, no padding, so summed counts are exact). full=False: one centre clip × centre crop (V = 1)."""
     shard = list(range(rank, len(data.test), world))
     batches = [shard[i:i + data.cfg.eval_batch] for i in range(0, len(shard), data.cfg.eval_batch)]
     if batches:
-        yield from _worker_errors(_loader(data, _EvalSet(data.test, full), batches, _collate_eval, persistent=False))
+        yield from _worker_errors(_loader(data, _EvalSet(data.test, full), batches, torch.utils.data.default_collate,
+                                           persistent=False))
 
 
 # ==== Semi-supervised objectives (pure functions) =====================================================================
@@ -2275,16 +2212,8 @@ def finish(run: Run) -> dict:
     cfg, s = run.cfg, run.state
     res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, True, run.rank,
                    run.world)
-    st, te = res["student"], res["teacher"]
-    # --dataset lists has no --labeled fraction: report the one its lists give.
-    labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(
-        len(run.data.labeled) / max(1, len(run.data.labeled) + len(run.data.unlabeled)), 4)
-    summary = {"dataset": cfg.data.dataset, "labeled": labeled, "split": cfg.data.split,
-               "split_seed": cfg.data.split_seed, "arch": cfg.model.arch, "seed": cfg.train.seed,
-               "num_classes": run.data.num_classes, "epochs": cfg.train.epochs, "steps": s["step"],
-               "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
-               "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
-               "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"],
+    summary = {**eval_summary(res, cfg, run.data), "split": cfg.data.split, "split_seed": cfg.data.split_seed,
+               "arch": cfg.model.arch, "seed": cfg.train.seed, "epochs": cfg.train.epochs, "steps": s["step"],
                "pseudo_label_acc": last_metric(run.run_dir / "metrics.jsonl", "pseudo_label_acc")
                if run.rank == 0 else None,
                "wall_time_s": time.perf_counter() - run.t_start,
@@ -2295,6 +2224,17 @@ def finish(run: Run) -> dict:
         atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
         print_summary_table(summary)
     return summary
+
+
+def eval_summary(res: dict, cfg: Config, data: Data) -> dict:
+    """The multi-view results of the student and the EMA teacher (evaluate's `res`) as summary.json reports them."""
+    st, te = res["student"], res["teacher"]
+    n_lab, n_unl = len(data.labeled), len(data.unlabeled)  # --dataset lists has no --labeled: its lists give one
+    return {"dataset": cfg.data.dataset, "labeled": cfg.data.labeled if cfg.data.dataset != "lists" else round(
+                n_lab / max(1, n_lab + n_unl), 4), "num_classes": data.num_classes,
+            "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
+            "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
+            "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"]}
 
 
 def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
@@ -2498,8 +2438,8 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
         description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
-                    "KL, adaptive negative learning, Tube TokenMix). Subcommands: eval, predict (each has --help); "
-                    "dataset preparation is in tools/. Defaults shown are the dataclass defaults; --dataset "
+                    "KL, adaptive negative learning, Tube TokenMix). Subcommand: eval (--help); tools/ classifies "
+                    "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults; --dataset "
                     "synthetic (the default) applies the CPU demo preset on top, see PRESETS. --debug (or "
                     "FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
@@ -2570,13 +2510,8 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
                          f"{cfg.data.dataset} has {data.num_classes}")
     models = {name: model_from_checkpoint(ckpt, cfg, key).to(device) for name, key in (("student", "model"),
                                                                                          ("teacher", "ema"))}
-    res = evaluate(models, data, device, amp, full=True)
-    s, t = res["student"], res["teacher"]
-    out = {"checkpoint": str(ckpt_path), "dataset": cfg.data.dataset, "labeled": cfg.data.labeled,
-           "num_classes": data.num_classes, "top1": s["top1"], "top5": s["top5"], "teacher_top1": t["top1"],
-           "teacher_top5": t["top5"], "per_class_top1": s["per_class_top1"],
-           "teacher_per_class_top1": t["per_class_top1"], "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}",
-           "test_videos": s["videos"], "steps": ckpt["state"]["step"], "wall_time_s": 0.0, "clips_per_s": 0.0}
+    out = {"checkpoint": str(ckpt_path), **eval_summary(evaluate(models, data, device, amp, full=True), cfg, data),
+           "steps": ckpt["state"]["step"], "wall_time_s": 0.0, "clips_per_s": 0.0}
     print_summary_table(out)
     return out
 
@@ -2592,54 +2527,11 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSf
     return m
 
 
-def predict_main(argv: list[str]) -> dict:
-    """`fullsvformer.py predict --checkpoint RUN/last.pt [--teacher] [--topk 5] [--json] VIDEO [VIDEO ...]`: classify
-    video files with a trained run, with the checkpoint's config (frames, size, normalisation, test_clips x test_crops
-    views, logits averaged) and class names. An unreadable video is reported on stderr and skipped (exit status 1)."""
-    p = argparse.ArgumentParser(prog="fullsvformer.py predict", description=predict_main.__doc__)
-    p.add_argument("--checkpoint", required=True, help="a run's last.pt (or best.pt)")
-    p.add_argument("--teacher", action="store_true", help="use the EMA teacher instead of the student")
-    p.add_argument("--topk", type=int, default=5, help="classes to show per video (default: 5)")
-    p.add_argument("--json", action="store_true",
-                   help='one JSON object per video on stdout: {"video", "topk": [{"label", "name", "prob"}, ...]}')
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, ...")
-    p.add_argument("videos", nargs="+", metavar="VIDEO")
-    a = p.parse_args(argv)
-    if a.topk < 1:
-        p.error("--topk must be at least 1")
-    ckpt = read_run_checkpoint(a.checkpoint)
-    cfg = config_from_dict(ckpt["config"])
-    names = ckpt.get("class_names") or [str(y) for y in range(ckpt["num_classes"])]  # older checkpoints: numbers
-    device = pick_device(a.device)
-    amp = resolve_amp(cfg.train.amp if device.type == "cuda" else "none", device)  # the run's amp, on CUDA only
-    model = model_from_checkpoint(ckpt, cfg, "ema" if a.teacher else "model").to(device).eval()
-    videos = VideoClips("", [(v, -1) for v in a.videos], cfg.data, "predict")
-    failed = 0
-    for i, path in enumerate(a.videos):
-        try:
-            views = videos.test_item(i)["views"]  # (V, T, C, S, S) uint8
-        except BadVideo as e:
-            print(f"fullsvformer: cannot read {e}", file=sys.stderr)
-            failed += 1
-            continue
-        with torch.inference_mode(), autocast_context(device, amp):
-            logits = model(normalize_clips(views.to(device), cfg.data.mean, cfg.data.std)).float().mean(dim=0)
-        prob, label = logits.softmax(dim=-1).topk(min(a.topk, len(names)))
-        top = [{"label": int(y), "name": names[y], "prob": float(q)} for q, y in zip(prob.tolist(), label.tolist())]
-        if a.json:
-            print(json.dumps({"video": path, "topk": top}), flush=True)
-        else:
-            print(f"{path}\n" + "".join(f"  {r['prob']:7.2%}  {r['label']:>4}  {r['name']}\n" for r in top), flush=True)
-    return {"predicted": len(a.videos) - failed, "failed": failed}
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Entry point: train (default), or one of the subcommands. Returns the run's metrics."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "eval":
         return evaluate_checkpoint(argv[1:])
-    if argv and argv[0] == "predict":
-        return predict_main(argv[1:])
     cfg, args = parse_config(argv)
     if cfg.train.resume:  # the run's own config, with any flags given now on top (e.g. --epochs to extend it)
         stored = Path(cfg.train.resume) / "config.yaml"
@@ -2663,12 +2555,13 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """main() for the command line: a user's mistake is one line, exit 2 (traceback: --debug, FULLSVFORMER_DEBUG=1)."""
+def cli(argv: list[str] | None = None, entry: Callable[[list[str]], dict] | None = None) -> int:
+    """main() (or the tool `entry`) for the command line: a user's mistake is one line, exit 2 (traceback: --debug,
+    FULLSVFORMER_DEBUG=1); exit 1 when the result counts failures (tools/predict.py: unreadable videos)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv or os.environ.get("FULLSVFORMER_DEBUG", "") not in ("", "0")
     try:
-        result = main([a for a in argv if a != "--debug"])
+        result = (entry or main)([a for a in argv if a != "--debug"])
     except (UserError, FileNotFoundError) as e:
         if debug:
             raise
@@ -2677,10 +2570,10 @@ def cli(argv: list[str] | None = None) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         return 2
-    except BrokenPipeError:  # e.g. `predict --json ... | head -1`: the reader left, nothing to report
+    except BrokenPipeError:  # e.g. `tools/predict.py --json ... | head -1`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
-    return 1 if result.get("failed") else 0  # predict: some videos could not be read
+    return 1 if result.get("failed") else 0
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""The command line as a user meets it: mistakes read as one message (exit 2, no traceback), `predict` on video files,
-torchrun on the demo as is."""
+"""The command line as a user meets it: mistakes read as one message (exit 2, no traceback), tools/predict.py on
+video files, torchrun on the demo as is."""
 import json
 import os
 import re
@@ -17,10 +17,14 @@ from test_train import TINY
 ROOT = Path(fs.__file__).parent
 
 
-def cli(*args, timeout=300, env=None):
+def cli(*args, timeout=300, env=None, script="fullsvformer.py"):
     env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, cwd=ROOT, env=env)
+
+
+def predict(*args):
+    return cli(*args, script="tools/predict.py")
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +132,8 @@ def test_predict_json_matches_the_models_multiview_average(run_dir):
     videos = sorted((run_dir / "videos" / "UCF-101").glob("*/*.avi"))
     broken = run_dir / "broken.avi"
     broken.write_bytes(b"\x00" * 100)
-    args = ["predict", "--checkpoint", run_dir / "run" / "last.pt", "--json", "--topk", "2", "--device", "cpu"]
-    out = cli(*args, videos[0], broken, run_dir / "missing.avi", *videos[1:])
+    args = ["--checkpoint", run_dir / "run" / "last.pt", "--json", "--topk", "2", "--device", "cpu"]
+    out = predict(*args, videos[0], broken, run_dir / "missing.avi", *videos[1:])
     assert out.returncode == 1  # two videos could not be read
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [r["video"] for r in rows] == [str(v) for v in videos]  # every readable one, in order, one line each
@@ -144,7 +148,7 @@ def test_predict_json_matches_the_models_multiview_average(run_dir):
     names = ckpt["class_names"]
     for teacher in (False, True):
         if teacher:
-            rows = [json.loads(line) for line in cli(*args, "--teacher", *videos).stdout.splitlines()]
+            rows = [json.loads(line) for line in predict(*args, "--teacher", *videos).stdout.splitlines()]
         model = fs.model_from_checkpoint(ckpt, cfg, "ema" if teacher else "model").eval()
         clips = fs.VideoClips("", [(str(v), -1) for v in videos], cfg.data, "ref")
         for i, r in enumerate(rows):
@@ -161,11 +165,19 @@ def test_predict_json_matches_the_models_multiview_average(run_dir):
 
 def test_predict_table_without_json(run_dir):
     video = sorted((run_dir / "videos" / "UCF-101").glob("*/*.avi"))[0]
-    out = cli("predict", "--checkpoint", run_dir / "run" / "last.pt", "--device", "cpu", video)
+    out = predict("--checkpoint", run_dir / "run" / "last.pt", "--device", "cpu", video)
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0] == str(video) and len(lines) == 1 + 3  # the video, then its 3 classes (topk 5 > 3 classes)
     assert {line.split()[-1] for line in lines[1:]} == {"disc_still", "disc_slide_h", "disc_slide_v"}
+
+
+def test_predict_mistakes_are_one_line(tmp_path):
+    """tools/predict.py reports a bad checkpoint as fullsvformer.py does: one line naming the file, exit 2."""
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    out = predict("--checkpoint", tmp_path / "notes.pt", "--device", "cpu", "a.avi")
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert out.stderr.startswith("fullsvformer: error: ") and "notes.pt is not a PyTorch checkpoint" in out.stderr
 
 
 # ---- torchrun on the demo, as the README shows it --------------------------------------------------------------------

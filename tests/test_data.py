@@ -106,7 +106,7 @@ def test_committed_split_invariants(dataset, fraction, total, classes, seed):
     d = fs.split_dir(dataset, fraction, seed)
     lab, head = fs.read_split_file(d / "labeled.txt")
     unl, head_u = fs.read_split_file(d / "unlabeled.txt")
-    fs.check_split(lab, unl, dataset=dataset, fraction=fraction)  # disjoint, per-class counts
+    make_splits.check_split(lab, unl, dataset=dataset, fraction=fraction)  # disjoint, per-class counts
     assert len(lab) + len(unl) == total
     assert {y for _, y in lab} == set(range(classes))
     per_class = {"ucf101": {0.01: 1, 0.1: 10}, "hmdb51": {0.4: 28, 0.5: 35, 0.6: 42}}[dataset][fraction]
@@ -124,6 +124,19 @@ def test_other_seeds_draw_other_clips():
     assert len(set(a) & set(b)) < 20
 
 
+def test_select_split_uses_the_committed_files_only_for_the_lists_they_came_from():
+    d = fs.split_dir("ucf101", 0.01, 0)
+    lab, _ = fs.read_split_file(d / "labeled.txt")
+    unl, _ = fs.read_split_file(d / "unlabeled.txt")
+    train = sorted(lab + unl)  # what the official trainlist01 gives
+    assert fs.select_split("ucf101", train, 0.01, 0, 1) == (lab, unl, str(d))
+    with pytest.raises(fs.UserError, match=r"ucf101/1pct/seed0: the committed split does not match .* 9536 train"):
+        fs.select_split("ucf101", train[1:], 0.01, 0, 1)  # a clip missing from the lists under data_root
+    with pytest.raises(fs.UserError, match=r"the committed split does not match"):
+        fs.select_split("ucf101", train[1:] + [("Other/v_x.avi", 0)], 0.01, 0, 1)  # as many clips, another one
+    assert fs.select_split("ucf101", train, 0.01, 0, 2)[2] == "generated"  # split 2 has no committed files
+
+
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (official lists) is not in this checkout")
 @pytest.mark.parametrize("dataset,fraction,total,classes", SETTINGS)
 def test_committed_splits_match_official_lists(dataset, fraction, total, classes):
@@ -134,7 +147,7 @@ def test_committed_splits_match_official_lists(dataset, fraction, total, classes
         lab, head = fs.read_split_file(fs.split_dir(dataset, fraction, seed) / "labeled.txt")
         unl, _ = fs.read_split_file(fs.split_dir(dataset, fraction, seed) / "unlabeled.txt")
         assert [h for h in head if h.startswith("# source-sha256")] == sums
-        fs.check_split(lab, unl, train, test, dataset, fraction)
+        make_splits.check_split(lab, unl, train, test, dataset, fraction)
         assert (lab, unl) == fs.class_balanced_split(train, fraction, seed, dataset)  # regenerates identically
 
 
@@ -152,7 +165,7 @@ def test_generated_fraction_is_class_balanced():
     lab, unl = fs.class_balanced_split(train, 0.2, 5, "hmdb51")
     counts = [sum(1 for _, y in lab if y == c) for c in range(4)]
     assert counts == [2, 3, 4, 5]  # round(0.2 × 10, 15, 20, 25)
-    fs.check_split(lab, unl, train, [], "hmdb51", 0.2)
+    make_splits.check_split(lab, unl, train, [], "hmdb51", 0.2)
     assert (lab, unl) == fs.class_balanced_split(list(reversed(train)), 0.2, 5, "hmdb51")  # order-independent
 
 

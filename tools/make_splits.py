@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,12 +35,35 @@ def split_sources(dataset: str, root: str | Path, split: int = 1) -> list[str]:
             f"({len(files)} files concatenated in name order)"]
 
 
+def check_split(labeled: list[tuple], unlabeled: list[tuple], train: list[tuple] | None = None,
+                test: list[tuple] | None = None, dataset: str = "", fraction: float | None = None) -> None:
+    """Raise ValueError unless labeled ∩ unlabeled = ∅, labeled ∪ unlabeled = train, nothing from test, and the
+    per-class labeled counts follow labeled_per_class; checks without their input (train/test/fraction) are skipped."""
+    lab, unl = {r for r, _ in labeled}, {r for r, _ in unlabeled}
+    if len(lab) != len(labeled) or len(unl) != len(unlabeled):
+        raise fs.UserError("split: a video is listed twice")
+    if lab & unl:
+        raise fs.UserError(f"split: {len(lab & unl)} videos are both labeled and unlabeled, e.g. "
+                           f"{sorted(lab & unl)[0]}")
+    if train is not None and set(labeled) | set(unlabeled) != set(train):
+        raise fs.UserError(f"split: labeled ∪ unlabeled ({len(lab | unl)}) differs from the train list "
+                           f"({len(train)})")
+    if test is not None and (lab | unl) & {r for r, _ in test}:
+        raise fs.UserError("split: a test video is in the labeled or unlabeled set")
+    if fraction is not None:
+        got = Counter(y for _, y in labeled)
+        for y, n in Counter(y for _, y in list(labeled) + list(unlabeled)).items():
+            if got[y] != fs.labeled_per_class(dataset, fraction, n):
+                raise fs.UserError(f"split: class {y} has {got[y]} labeled clips, expected "
+                                   f"{fs.labeled_per_class(dataset, fraction, n)} of {n}")
+
+
 def write_split(out: Path, dataset: str, root: str | Path, split: int, fraction: float, seed: int,
                 command: str) -> tuple[list, list]:
     """Generate, check and write one setting's labeled.txt/unlabeled.txt under `out`."""
     train, test, _ = (fs.read_ucf101 if dataset == "ucf101" else fs.read_hmdb51)(root, split)
     labeled, unlabeled = fs.class_balanced_split(train, fraction, seed, dataset)
-    fs.check_split(labeled, unlabeled, train, test, dataset, fraction)
+    check_split(labeled, unlabeled, train, test, dataset, fraction)
     out.mkdir(parents=True, exist_ok=True)
     for kind, entries in (("labeled", labeled), ("unlabeled", unlabeled)):
         head = [f"# fullsvformer split: {dataset} official split {split}, {fraction:g} labeled fraction "
