@@ -7,6 +7,9 @@ CVPR 2023). Only the paper's abstract is public: every hyper-parameter that it d
 documented on its config field and listed in the README.
 
 Measured numbers, with their hardware, versions and the bench/ commands that produce them: README "Results".
+The method itself: `ssl_losses` (one micro-batch of the objective), built from the pure functions of the objectives
+section (`standardized_kl`, `adaptive_negative_loss`, `tube_mask`/`tube_token_mix`/`tokenmix_targets`, `ema_update`),
+and `train`/`optimizer_step` (the loop). Everything else feeds them: config, model, checkpoints, data, evaluation.
 
     python fullsvformer.py                                  # CPU demo: the synthetic UCF-101 proxy at 1 label per class
     python fullsvformer.py --dataset ucf101 --labeled 0.01 --data-root DIR --pretrained FILE   # the paper's setting
@@ -16,7 +19,6 @@ Measured numbers, with their hardware, versions and the bench/ commands that pro
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import copy
 import dataclasses
@@ -313,10 +315,6 @@ def _checked_value(key: str, v: Any, default: Any, choices: tuple | None) -> Any
     return v
 
 
-def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-
 def read_config_file(path: str | Path) -> dict:
     """The {section: {field: value}} dict of a YAML config file; errors name the file."""
     path = Path(path)
@@ -611,13 +609,11 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
     if not path.exists() and source.rsplit(":", 1)[-1] in ("teacher", "student"):
         path, which = Path(source.rsplit(":", 1)[0]), source.rsplit(":", 1)[1]
     if path.is_dir():  # an HF model directory
-        for fname in ("model.safetensors", "pytorch_model.bin"):
-            if (path / fname).is_file():
-                path = path / fname
-                break
-        else:
+        found = [path / f for f in ("model.safetensors", "pytorch_model.bin") if (path / f).is_file()]
+        if not found:
             raise CheckpointError(f"{path} is a directory without model.safetensors or pytorch_model.bin "
                                   "(expected a HF transformers Timesformer directory, or pass a checkpoint file)")
+        path = found[0]
     obj = timm_state_dict(source[5:]) if source.startswith("timm:") else torch_load(path)
     fmt = None
     if obj.get("format") == "fullsvformer":
@@ -639,7 +635,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
         raise CheckpointError(f"{path} holds no tensors")
     if fmt is None:
         if any(k.startswith(("timesformer.", "classifier.")) for k in state):
-            fmt = "hf"
+            fmt, state = "hf", hf_to_timesformer_keys(state, str(path))
         elif all(k.startswith("model.") for k in state):
             fmt, state = "official", {k[len("model."):]: v for k, v in state.items()}
         elif any(".temporal_attn." in k for k in state):
@@ -649,8 +645,6 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
         else:
             raise CheckpointError(f"{path}: keys look like no supported format (timm ViT, official TimeSformer, "
                                   f"HF Timesformer, fullsvformer); first keys: {_abbrev(state, 5)}")
-    if fmt == "hf":
-        state = hf_to_timesformer_keys(state, str(path))
     return state, fmt, str(path)
 
 
@@ -732,10 +726,8 @@ def load_pretrained(model: TimeSformer, source: str | Path) -> dict:
         raise CheckpointError(f"{path} ({fmt}) does not fit this TimeSformer "
                               f"(D={model.embed_dim}, depth={len(model.blocks)}, T={model.num_frames}): "
                               + "; ".join(problems))
-    for k in target:
-        if k not in state:
-            report["initialized"].append(k)
-            state[k] = target[k]
+    report["initialized"] = [k for k in target if k not in state]
+    state.update({k: target[k] for k in report["initialized"]})
     model.load_state_dict(state, strict=True)  # strict: every key was checked above, nothing is skipped silently
     log.info("loaded %s (%s): %d tensors as they are; adapted: %s; kept at init: %s; ignored: %s", path, fmt,
              len(target) - len(report["adapted"]) - len(report["initialized"]),
@@ -1109,11 +1101,8 @@ class VideoClips(torch.utils.data.Dataset):
         """All test views of video i from one decode: uniformly spaced clips × crops -> {"views": (V, T, C, S, S)}."""
         c = self.cfg
         clips, crops = (c.test_clips, c.test_crops) if full else (1, 1)
-
-        def pick(n):
-            return torch.cat([clip_indices(n, c.num_frames, c.clip_stride, s)
-                              for s in uniform_clip_starts(n, c.num_frames, c.clip_stride, clips)])
-        frames, _ = self.read(i, pick)  # (clips·T, C, H, W)
+        frames, _ = self.read(i, lambda n: torch.cat([clip_indices(n, c.num_frames, c.clip_stride, s) for s in
+                                                      uniform_clip_starts(n, c.num_frames, c.clip_stride, clips)]))
         return {"views": test_views(frames, clips, crops, c.img_size), "label": self.entries[i][1], "index": i}
 
 
@@ -1207,8 +1196,7 @@ GLYPHS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 def _flock_motion(t: np.ndarray, name: str, r: list[float]) -> dict:
     """How the flock moves at video frames t (F,), as per-frame (F,) terms: offset oy, ox of every glyph (frame
     fractions; positions wrap around), zoom (scale of the layout and the glyphs), spin (every glyph's rotation in
-    place, rad). r: 5 per-clip uniforms (speed, direction, phase, amplitude,
-    second direction)."""
+    place, rad). r: 5 per-clip uniforms (speed, direction, phase, amplitude, second direction)."""
     sign = 1.0 if r[1] < 0.5 else -1.0
     phase = 2 * math.pi * r[2]
     if name == "still":
@@ -1308,7 +1296,6 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthT
     pos = (np.stack([cells // 3, cells % 3], 1) + 0.2 + 0.6 * d[16 + n:16 + 3 * n].reshape(n, 2)) / 3  # (n, 2) y, x
     boxes = d[16 + 3 * n:].reshape(n_clutter, 7)  # y0, x0, h, w, colour within +-0.2 of the background
     t = frames.numpy().astype(np.float64)
-    F_ = len(t)
     per_frame = [np.random.default_rng(stream_seed("synth_noise", seed, index, int(f))) for f in t]
     shake = np.stack([gf.random(2) for gf in per_frame]) * (2 * shake_amp) - shake_amp  # (F, 2) pixels
     eps = np.stack([gf.random((3, size, size), dtype=np.float32) for gf in per_frame])  # (F, 3, S, S)
@@ -1325,7 +1312,7 @@ def synthetic_frames(index: int, label: int, frames: torch.Tensor, task: "SynthT
     # The flock: glyph centres (F, n) after the motion, wrapped around the frame.
     m = _flock_motion(t, motion, r)
     ry, rx = pos[:, 0] - 0.5, pos[:, 1] - 0.5  # (n,) the layout about the frame centre
-    zoom = m["zoom"][:, None] if "zoom" in m else np.ones((F_, 1))  # (F, 1)
+    zoom = m["zoom"][:, None] if "zoom" in m else np.ones((len(t), 1))  # (F, 1)
     cy = 0.5 + ry * zoom + (m["oy"][:, None] if "oy" in m else 0)  # (F, n) frame fractions
     cx = 0.5 + rx * zoom + (m["ox"][:, None] if "ox" in m else 0)
     half = size / 2
@@ -1404,15 +1391,6 @@ class Data:
     _loaders: dict = field(default_factory=dict, repr=False)
 
 
-def _check_files(sets: list[VideoClips]) -> None:
-    """Every listed video must exist before training starts (a typo in data_root should not cost a GPU hour)."""
-    missing = [f"{d.path(i)} ({d.name} set)" for d in sets for i in range(len(d)) if not os.path.isfile(d.path(i))]
-    if missing:
-        total = sum(len(d) for d in sets)
-        raise FileNotFoundError(f"{len(missing)} of {total} listed videos do not exist under {sets[0].root}; "
-                                f"first {min(10, len(missing))}:\n  " + "\n  ".join(missing[:10]))
-
-
 def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
     """Read the layout or lists, choose the split, check every file exists, and return the datasets."""
     root = Path(cfg.data_root)
@@ -1432,14 +1410,13 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
             labeled = read_list(cfg.train_list, root, cfg.list_prefix)
             unlabeled = read_list(cfg.unlabeled_list, root, cfg.list_prefix) if cfg.unlabeled_list else []
             test = read_list(cfg.val_list, root, cfg.list_prefix)
-            k = 1 + max(y for _, y in labeled + unlabeled + test)
-            empty = sorted(set(range(k)) - {y for _, y in labeled + unlabeled + test})
+            folders: list[set] = [set() for _ in range(1 + max(y for _, y in labeled + unlabeled + test))]
+            for rel, y in labeled + unlabeled + test:
+                folders[y].add(Path(rel).parent.name)
+            empty = [y for y, f in enumerate(folders) if not f]
             if empty:
                 raise UserError(f"lists: labels {empty[:10]} have no clip in any list (are the labels 1-based?); "
                                  "labels must be 0 .. num_classes-1")
-            folders: list[set] = [set() for _ in range(k)]
-            for rel, y in labeled + unlabeled + test:
-                folders[y].add(Path(rel).parent.name)
             # A class's name is the folder that holds all its videos; if they are spread over several, its number.
             names = [f.pop() if len(f) == 1 else str(y) for y, f in enumerate(folders)]
             source = f"lists {cfg.train_list}"
@@ -1447,13 +1424,12 @@ def build_data(cfg: "DataConfig", seed: int = 0) -> Data:
             train, test, names = (read_ucf101 if cfg.dataset == "ucf101" else read_hmdb51)(root, cfg.split)
             labeled, unlabeled, source = select_split(cfg.dataset, train, cfg.labeled, cfg.split_seed, cfg.split)
         make = lambda e, n: VideoClips(root, e, cfg, n)  # noqa: E731
-        for e in (labeled, unlabeled, test):
-            bad = [x for x in e if not 0 <= x[1] < len(names)]
-            if bad:
-                raise UserError(f"label {bad[0][1]} of {bad[0][0]} is out of range for {len(names)} classes")
     ds = [make(e, n) for e, n in ((labeled, "labeled"), (unlabeled, "unlabeled"), (test, "test"))]
-    if cfg.dataset != "synthetic":
-        _check_files(ds)
+    if cfg.dataset != "synthetic":  # every listed video must exist: a typo in data_root should not cost a GPU hour
+        missing = [f"{d.path(i)} ({d.name} set)" for d in ds for i in range(len(d)) if not os.path.isfile(d.path(i))]
+        if missing:
+            raise FileNotFoundError(f"{len(missing)} of {sum(map(len, ds))} listed videos do not exist under "
+                                    f"{ds[0].root}; first {min(10, len(missing))}:\n  " + "\n  ".join(missing[:10]))
     if len(names) < 2:
         raise UserError(f"{cfg.dataset}: {len(names)} class; classification needs at least 2 (logit standardization "
                         "divides by the spread of the class logits)")
@@ -1498,9 +1474,6 @@ class _TrainSet(torch.utils.data.Dataset):
 
     def __init__(self, labeled: VideoClips, unlabeled: VideoClips):
         self.sets = (labeled, unlabeled)
-
-    def __len__(self):
-        return sum(len(s) for s in self.sets)
 
     def __getitem__(self, key):
         stream, i, seed = key
@@ -1581,9 +1554,6 @@ def _worker_errors(batches):
 class _EvalSet(torch.utils.data.Dataset):
     def __init__(self, test: VideoClips, full: bool):
         self.test, self.full = test, full
-
-    def __len__(self):
-        return len(self.test)
 
     def __getitem__(self, i):
         try:
@@ -1787,8 +1757,19 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
                desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
     failed = ""
     try:
-        for b in bar:
-            evaluate_batch(models, counts, b, data.cfg, K, device, amp)
+        for b in bar:  # each model's top-1 hits, top-5 hits and videos per class, added to its counts (3, K)
+            views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
+            B, V = views.shape[:2]
+            x = normalize_clips(views.flatten(0, 1), data.cfg.mean, data.cfg.std)  # (B*V, C, T, H, W)
+            y = b["label"].to(device, non_blocking=True)
+            for name, m in models.items():
+                with autocast_context(device, amp):
+                    logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K): views averaged
+                top5 = logits.topk(min(5, K), dim=-1).indices  # (B, 5)
+                c = counts[name]
+                c[0].index_add_(0, y, (top5[:, 0] == y).double())
+                c[1].index_add_(0, y, (top5 == y[:, None]).any(dim=-1).double())
+                c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
     except UserError as e:  # an unreadable test video: every process stops, not only the one that met it
         failed = str(e)
     if world > 1:
@@ -1807,24 +1788,6 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
                      "per_class_top1": [round(v, 3) for v in per_class], "videos": int(c[2].sum())}
         models[name].train(was_training[name])
     return out
-
-
-@torch.no_grad()
-def evaluate_batch(models: dict[str, nn.Module], counts: dict[str, torch.Tensor], b: dict, dcfg: "DataConfig",
-                   K: int, device: torch.device, amp: str) -> None:
-    """Add one eval batch's top-1 hits, top-5 hits and videos per class to each model's `counts` (3, K)."""
-    views = b["views"].to(device, non_blocking=True)  # (B, V, T, C, H, W) uint8
-    B, V = views.shape[:2]
-    x = normalize_clips(views.flatten(0, 1), dcfg.mean, dcfg.std)  # (B*V, C, T, H, W)
-    y = b["label"].to(device, non_blocking=True)
-    for name, m in models.items():
-        with autocast_context(device, amp):
-            logits = m(x).float().view(B, V, K).mean(dim=1)  # (B, K): views averaged
-        top5 = logits.topk(min(5, K), dim=-1).indices  # (B, 5)
-        c = counts[name]
-        c[0].index_add_(0, y, (top5[:, 0] == y).double())
-        c[1].index_add_(0, y, (top5 == y[:, None]).any(dim=-1).double())
-        c[2].index_add_(0, y, torch.ones_like(y, dtype=torch.float64))
 
 
 # ==== Training ========================================================================================================
@@ -2042,17 +2005,16 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
             asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
                                             train=dataclasses.replace(t, resume=""))
-            save_config(asked_cfg, run_dir / "config.yaml")
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(asked_cfg), sort_keys=False))
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
             restore_rng(rng_global)
         run.student = model if world == 1 else nn.parallel.DistributedDataParallel(
             model, device_ids=[local] if device.type == "cuda" else None)
-        run.teacher_fwd = teacher
         run.compiled = t.compile == "on" or (t.compile == "auto" and device.type == "cuda")
-        if run.compiled:
-            run.student, run.teacher_fwd = torch.compile(run.student), torch.compile(teacher)
+        wrap = torch.compile if run.compiled else (lambda m: m)
+        run.student, run.teacher_fwd = wrap(run.student), wrap(teacher)
         log.info("%s | %d classes | labeled %d, unlabeled %d, test %d (%s) | %d steps/epoch x %d micro-batches | "
                  "device %s, amp %s, compile %s, world %d", cfg.data.dataset, data.num_classes, len(data.labeled),
                  len(data.unlabeled), len(data.test), data.split_source, run.steps_per_epoch, accum, device, amp,
@@ -2221,7 +2183,7 @@ def finish(run: Run) -> dict:
                "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
                "config": config_to_dict(cfg)}
     if run.rank == 0:
-        atomic_write_text(run.run_dir / "summary.json", json.dumps(summary, indent=1))
+        atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
         print_summary_table(summary)
     return summary
 
@@ -2263,7 +2225,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metrics lines logged after the checkpoint, so the log reads as one uninterrupted run."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write_text(path, "".join(line + "\n" for line in keep))
+        atomic_write(path, lambda p: p.write_text("".join(line + "\n" for line in keep)))
 
 
 def last_metric(path: Path, key: str) -> float | None:
@@ -2274,22 +2236,22 @@ def last_metric(path: Path, key: str) -> float | None:
 
 
 def print_summary_table(s: dict) -> None:
-    pl = s.get("pseudo_label_acc")
     print(f"\n{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, "
           f"{s['num_classes']} classes, {s['eval_views']} views, {s['test_videos']} test videos)")
     print(f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}")
     print(f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}")
     print(f"{'chance':>10} {100 / s['num_classes']:7.2f}")
-    if pl is not None:
-        print(f"pseudo-label accuracy (last log interval): {100 * pl:.1f}%")
+    if s.get("pseudo_label_acc") is not None:
+        print(f"pseudo-label accuracy (last log interval): {100 * s['pseudo_label_acc']:.1f}%")
     print(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s\n")
 
 
 # ==== Checkpointing ===================================================================================================
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """write(PATH.tmp), then rename it to path: atomic, a run killed mid-write keeps the previous file."""
     tmp = Path(f"{path}.tmp")
-    tmp.write_text(text)
+    write(tmp)
     os.replace(tmp, path)
 
 
@@ -2334,10 +2296,7 @@ def checkpoint(run: Run, best: bool = False) -> None:
             "scaler": run.scaler.state_dict(), "ranks": ranks,
             "state": {**s, "anl_k": int(run.anl_k), "wall_time_s": time.perf_counter() - run.t_start},
             "meter": {k: float(v) for k, v in run.meter.items()}, "config": config_to_dict(run.cfg)}
-    path = run.run_dir / ("best.pt" if best else "last.pt")
-    tmp = Path(f"{path}.tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)  # atomic: a run killed mid-write keeps the previous checkpoint
+    atomic_write(run.run_dir / ("best.pt" if best else "last.pt"), lambda p: torch.save(ckpt, p))
 
 
 def load_checkpoint(run: Run, path: Path) -> dict:
@@ -2426,8 +2385,7 @@ def stage0_checkpoint(cfg: Config) -> str:
                 train(dataclasses.replace(pre, train=dataclasses.replace(pre.train, out=str(out), resume=resume)),
                       distributed=False)
             weights = {k: v.contiguous() for k, v in torch_load(out / "last.pt")["model"].items()}
-            save_safetensors(weights, str(out / "stage0.tmp"))
-            os.replace(out / "stage0.tmp", out / "stage0.safetensors")
+            atomic_write(out / "stage0.safetensors", lambda p: save_safetensors(weights, str(p)))
         if world > 1:
             dist.barrier()
     return str(out / "stage0.safetensors")
@@ -2462,9 +2420,7 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
             elif isinstance(default, list):
                 kw.update(nargs=len(default), type=type(default[0]), metavar="X")
             else:
-                kw["type"] = type(default)
-                if f.metadata.get("choices"):
-                    kw["choices"] = f.metadata["choices"]
+                kw.update(type=type(default), choices=f.metadata.get("choices"))
             group.add_argument("--" + f.name.replace("_", "-"), **kw)
     return p
 
