@@ -2192,8 +2192,8 @@ def eval_summary(res: dict, cfg: Config, data: Data) -> dict:
     """The multi-view results of the student and the EMA teacher (evaluate's `res`) as summary.json reports them."""
     st, te = res["student"], res["teacher"]
     n_lab, n_unl = len(data.labeled), len(data.unlabeled)  # --dataset lists has no --labeled: its lists give one
-    return {"dataset": cfg.data.dataset, "labeled": cfg.data.labeled if cfg.data.dataset != "lists" else round(
-                n_lab / max(1, n_lab + n_unl), 4), "num_classes": data.num_classes,
+    labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(n_lab / max(1, n_lab + n_unl), 4)
+    return {"dataset": cfg.data.dataset, "labeled": labeled, "num_classes": data.num_classes,
             "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
             "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
             "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"]}
