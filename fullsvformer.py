@@ -649,7 +649,8 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
 
 
 def hf_to_timesformer_keys(state: dict[str, torch.Tensor], where: str = "") -> dict[str, torch.Tensor]:
-    """Rename HF transformers Timesformer keys to the official TimeSformer names (reference.md section 5)."""
+    """Rename HF transformers Timesformer keys to the official TimeSformer names (HF_BLOCK_KEYS, HF_TOP_KEYS: HF's
+    TimesformerForVideoClassification against facebookresearch/TimeSformer's vit.py)."""
     out, unknown = {}, []
     for k, v in state.items():
         name, _, param = k.rpartition(".")
@@ -1594,9 +1595,10 @@ def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
                     mask: torch.Tensor | None = None, standardize: bool = True) -> torch.Tensor:
     """Logit-aligned consistency: tau^2 * KL( softmax(Z(t)/tau) || softmax(Z(s)/tau) ), a float32 scalar.
 
-    As Sun et al. (reference §3): summed over classes, averaged over the batch, teacher detached; Full-SVFormer uses it
-    between the EMA teacher on the weak view and the student on the strong view. mask: optional (B,) per-sample weight;
-    the sum is still divided by B, as FixMatch/SVFormer's masked losses (the paper does not say whether it masks).
+    As Sun et al., "Logit Standardization in Knowledge Distillation" (CVPR 2024): summed over classes, averaged over
+    the batch, teacher detached; Full-SVFormer uses it between the EMA teacher on the weak view and the student on the
+    strong view. mask: optional (B,) per-sample weight; the sum is still divided by B, as FixMatch/SVFormer's masked
+    losses (the paper does not say whether it masks).
     standardize=False: the plain KL that logit standardization is measured against.
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
@@ -1621,7 +1623,8 @@ class ANLResult(NamedTuple):
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
                            drop_threshold: float = 0.95 ** 2, k: torch.Tensor | int | None = None) -> ANLResult:
-    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4). No host sync.
+    """Adaptive Negative Learning (ANL) of FullMatch: Chen et al., "Boosting Semi-Supervised Learning by Exploiting All
+    Unlabeled Data", CVPR 2023. No host sync.
 
     1. y = argmax teacher. 2. batch_k = the smallest k in 2..K with y in the student's top-k for every sample: y's rank
     in the student's order is the number of strictly larger logits (ties count for y), so batch_k = clamp(max rank + 1,
@@ -1661,7 +1664,8 @@ def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torc
 
 def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator: torch.Generator | None = None,
               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tube TokenMix mask (SVFormer, Xing et al., CVPR 2023; reference §2) -> mask (B, N) bool, lam_a (B,) float32.
+    """Tube TokenMix mask (SVFormer: Xing et al., "SVFormer: Semi-supervised Video Transformer for Action Recognition",
+    CVPR 2023) -> mask (B, N) bool, lam_a (B,) float32.
 
     Per sample, a random set of round((1 - lam) * N) of the N patch positions is True (taken from clip b, the rest from
     clip a); tube_token_mix applies it to every frame, so the mixed clip keeps coherent motion. lam: a float, a 0-d or
@@ -1695,9 +1699,9 @@ def tube_token_mix(tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.T
 
 def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor | float,
                      threshold: float) -> torch.Tensor:
-    """Tube TokenMix target (SVFormer; reference §2): lam_a * y_a + (1 - lam_a) * y_b, clip b of sample i being clip
-    perm[i]; y is one-hot(argmax) where the teacher's confidence >= threshold (delta), else its soft probabilities.
-    Returns (B, K) float32, detached."""
+    """Tube TokenMix target (SVFormer, Xing et al., CVPR 2023): lam_a * y_a + (1 - lam_a) * y_b, clip b of sample i
+    being clip perm[i]; y is one-hot(argmax) where the teacher's confidence >= threshold (delta), else its soft
+    probabilities. Returns (B, K) float32, detached."""
     p = teacher_probs.detach().float()
     conf, idx = p.max(dim=-1)
     one_hot = torch.zeros_like(p).scatter_(-1, idx[:, None], 1.0)  # not F.one_hot: it checks the range with .item()
@@ -1718,7 +1722,8 @@ def tokenmix_weight(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torc
 def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """L_mix of SVFormer: MSE between the student's *raw logits* on the mixed clip and the target, averaged over classes
-    then over the batch, as the official code (reference §2); weight: optional (B,) (tokenmix_weight)."""
+    then over the batch, as the official code (ChenHsing/SVFormer, tools/train_net_emamix.py); weight: optional (B,)
+    (tokenmix_weight)."""
     per_sample = (student_logits.float() - target.detach().float()).pow(2).mean(dim=-1)  # (B,)
     if weight is not None:
         per_sample = per_sample * weight.to(device=per_sample.device, dtype=per_sample.dtype)
@@ -1727,9 +1732,9 @@ def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """EMA teacher (SVFormer; reference §2): teacher <- m * teacher + (1 - m) * student, in place, in one fused
-    foreach lerp. The teacher keeps its own dtype (fp32: with m = 0.99 an update is 1% of the weight, below bf16's
-    resolution); buffers are copied, not averaged."""
+    """EMA teacher (SVFormer, Xing et al., CVPR 2023): teacher <- m * teacher + (1 - m) * student, in place, in one
+    fused foreach lerp. The teacher keeps its own dtype (fp32: with m = 0.99 an update is 1% of the weight, below
+    bf16's resolution); buffers are copied, not averaged."""
     t_params = list(teacher.parameters())
     s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params, strict=True)]
     # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
