@@ -1872,6 +1872,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
            + gamma_nl * adaptive_negative_loss(student(strong), teacher(weak), k=anl_k))
     Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
     clips' patch tokens inside it (token_hook). terms["anl_batch_k"] is this micro-batch's measurement of ANL's k.
+    lab: {"weak": uint8 (Bl, T, C, H, W), "label": long (Bl,)}; unl: {"weak", "strong": uint8 (Bu, T, C, H, W),
+    optionally "warp": long (Bu, T) and "label": long (Bu,)}. unl's labels only measure terms["pseudo_label_acc"] (the
+    teacher's accuracy on the clips whose label is known, >= 0); without them, or with -1 everywhere, it is NaN:
+    unknown. Truly unlabeled data needs none, except for the oracle diagnostic (oracle_pseudo_labels).
     """
     d, t = cfg.data, cfg.train
     xl = normalize_clips(lab["weak"].to(device, non_blocking=True), d.mean, d.std)  # (Bl, C, T, H, W)
@@ -1888,7 +1892,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     if d.temporal_warp_on == "all":
         strong = strong.gather(1, warp[:, :, None, None, None].expand_as(strong))
     xs = channel_dropout(normalize_clips(strong, d.mean, d.std), d.strong_channel_dropout, gen)
-    y_true = unl["label"].to(device, non_blocking=True)  # hidden true labels: diagnostics and the oracle only
+    y_true = unl["label"].to(device, non_blocking=True) if "label" in unl else None  # diagnostics and the oracle only
+    if t.oracle_pseudo_labels and (y_true is None or bool((y_true < 0).any())):  # a host sync: diagnostic runs only
+        raise UserError("train.oracle_pseudo_labels: the oracle replaces the teacher by the unlabeled clips' true "
+                        "labels, but this batch has none (no 'label', or -1): use data whose every clip is labeled")
     if not t.oracle_pseudo_labels:
         xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
         with torch.inference_mode(), autocast_context(device, amp):
@@ -1927,9 +1934,13 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
-    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown.
-    known = y_true >= 0
-    terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum().clamp(min=1)
+    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. NaN (0 / 0,
+    # no host sync) when no clip's label is known: an accuracy that cannot be measured is not 0.
+    if y_true is None:
+        terms["pseudo_label_acc"] = torch.full((), float("nan"), device=device)
+    else:
+        known = y_true >= 0
+        terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum()
     return ce + ssl_weight * unlabeled, terms
 
 
@@ -2056,10 +2067,13 @@ def train(cfg: Config, distributed: bool = True) -> dict:
             finite = torch.isfinite(loss.detach()) & (True if first else finite)
             batch_k = terms.pop("anl_batch_k", run.anl_k)
             step_k = batch_k if first else torch.maximum(step_k, batch_k)
+            acc = terms.pop("pseudo_label_acc", None)  # NaN: unknown; the log averages the micro-batches that know it
+            if acc is not None:
+                terms.update(pseudo_label_acc=acc.nan_to_num(0.0), pseudo_label_n=acc.isfinite())
             for k, v in {**terms, "loss": loss.detach()}.items():
                 run.meter[k] = run.meter.get(k, 0.0) + v.float()
             run.meter["n"] = run.meter.get("n", 0) + 1
-            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + len(unl["label"] if unl else [])
+            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + (len(unl["strong"]) if unl else 0)
             s["micro"] += 1
             if not last:
                 continue
@@ -2134,8 +2148,11 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     s, m = run.state, run.meter
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
+    known = m.pop("pseudo_label_n", None)  # micro-batches whose pseudo-label accuracy was measurable
     row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
            "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run), **{k: float(v) / n for k, v in m.items()}}
+    if known is not None:  # null: no unlabeled clip of the interval had a known label (truly unlabeled data)
+        row["pseudo_label_acc"] = float(m["pseudo_label_acc"]) / float(known) if float(known) else None
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
         s["train_time_s"] += dt
