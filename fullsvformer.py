@@ -28,9 +28,11 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import re
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -288,8 +290,8 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
             values[f.name] = _checked_value(f"{s}.{f.name}", values[f.name], getattr(defaults, f.name),
                                             f.metadata.get("choices"))
         out[s] = cls(**values)
-    for s in d or {}:
-        if s not in SECTIONS:
+    for s in d or {}:  # 'provenance' (config.yaml of a run) records who wrote the file: not a setting, skipped
+        if s not in SECTIONS and s != "provenance":
             raise UserError(f"config: unknown section {s!r}; expected {', '.join(SECTIONS)}")
     return Config(**out)
 
@@ -405,6 +407,33 @@ def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
         log.addHandler(h)
 
 
+def provenance() -> dict:
+    """Where a run's numbers come from: this process's command line, the git commit of this file's checkout (None
+    outside one; git_dirty: tracked files differ from the commit) and the Python and library versions. Versions are
+    read from the installed packages' metadata, so torchcodec's FFmpeg libraries need not load."""
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), *args], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):  # no git installed, or it hangs
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"argv": list(sys.argv), "git_commit": commit,
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "python": platform.python_version(), "torch": str(torch.__version__),
+            **{p: version(p) for p in ("torchvision", "timm", "torchcodec")}}
+
+
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
 
@@ -482,6 +511,19 @@ class TimeSformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
+    def describe(self) -> dict:
+        """The architecture as built, read off the modules: {arch, embed_dim, depth, num_heads, patch_size, mlp_ratio,
+        num_frames, img_size, num_classes, params}. arch is the ARCH_PRESETS name only when the model is that preset
+        (ViT-x/16, MLP ratio 4), else its dimensions: the demo's D 64 / 2 blocks is not 'tiny' (D 192 / 4 blocks)."""
+        D, depth, heads = self.embed_dim, len(self.blocks), self.blocks[0].attn.num_heads
+        patch, mlp_ratio = self.patch_embed.patch_size[0], self.blocks[0].mlp.fc1.out_features / D
+        preset = next((k for k, v in ARCH_PRESETS.items() if v == dict(embed_dim=D, depth=depth, num_heads=heads)
+                       and patch == 16 and mlp_ratio == 4), None)
+        return {"arch": preset or f"D{D}-depth{depth}-heads{heads}-patch{patch}", "embed_dim": D, "depth": depth,
+                "num_heads": heads, "patch_size": patch, "mlp_ratio": mlp_ratio, "num_frames": self.num_frames,
+                "img_size": self.patch_embed.img_size[0], "num_classes": self.num_classes,
+                "params": sum(p.numel() for p in self.parameters())}
+
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) video -> (B, T, N, D) patch tokens, before any position or time embedding."""
         B, C, T, H, W = x.shape
@@ -530,6 +572,7 @@ def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: 
 # Formats that load_pretrained accepts, detected from the keys (never from the file name alone):
 #   vit      a timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under model/state_dict/model_state
 #   official the official TimeSformer .pyth: {'model_state': {'model.<key>': ...}, 'cfg', 'epoch', ...}
+#   timesformer  a bare TimeSformer state dict with the official key names, e.g. our stage-0 .safetensors
 #   hf       HF transformers TimesformerForVideoClassification (a directory, model.safetensors or pytorch_model.bin)
 #   ours     a fullsvformer checkpoint: {'format': 'fullsvformer', 'model': ..., 'ema': ...}; PATH:teacher picks 'ema'
 
@@ -639,7 +682,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
         elif all(k.startswith("model.") for k in state):
             fmt, state = "official", {k[len("model."):]: v for k, v in state.items()}
         elif any(".temporal_attn." in k for k in state):
-            fmt = "official"  # official layout without the 'model.' prefix (e.g. re-saved)
+            fmt = "timesformer"  # a bare state dict with the official names: ours (stage 0) or an official re-saved
         elif any(k.startswith("blocks.") for k in state):
             fmt = "vit"
         else:
@@ -1995,10 +2038,16 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
         model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
         if pretrained and not t.resume:
+            if cfg.model.pretrained == "synthetic":  # the file's keys are the official names: say whose it is
+                log.info("initial weights: our stage-0 image model of the synthetic task (tools/make_stage0.py)")
             load_pretrained(model, pretrained)
         elif cfg.data.dataset != "synthetic" and not t.resume:
             log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from "
                         "ImageNet ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
+        a = model.describe()
+        log.info("model: %s: D %d, depth %d, %d heads, patch %d, MLP x%g; %d frames of %d px, %d classes; %.2fM "
+                 "parameters", a["arch"], a["embed_dim"], a["depth"], a["num_heads"], a["patch_size"], a["mlp_ratio"],
+                 a["num_frames"], a["img_size"], a["num_classes"], a["params"] / 1e6)
         model.to(device)
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
@@ -2021,7 +2070,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
             asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
                                             train=dataclasses.replace(t, resume=""))
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(asked_cfg), sort_keys=False))
+            record = {**config_to_dict(asked_cfg), "provenance": provenance()}  # the loader skips provenance
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
@@ -2193,17 +2243,18 @@ def eval_epoch(run: Run) -> None:
 
 def finish(run: Run) -> dict:
     """The final multi-view evaluation of the student and the EMA teacher; writes summary.json and returns it."""
-    cfg, s = run.cfg, run.state
+    cfg, s, arch = run.cfg, run.state, run.model.describe()
     res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, True, run.rank,
                    run.world)
     summary = {**eval_summary(res, cfg, run.data), "split": cfg.data.split, "split_seed": cfg.data.split_seed,
-               "arch": cfg.model.arch, "seed": cfg.train.seed, "epochs": cfg.train.epochs, "steps": s["step"],
+               "arch": arch["arch"], "model": arch, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+               "steps": s["step"],
                "pseudo_label_acc": last_metric(run.run_dir / "metrics.jsonl", "pseudo_label_acc")
                if run.rank == 0 else None,
                "wall_time_s": time.perf_counter() - run.t_start,
                "clips_per_s": s["train_clips"] / max(s["train_time_s"], 1e-9),
                "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
-               "config": config_to_dict(cfg)}
+               "config": config_to_dict(cfg), "provenance": provenance()}
     if run.rank == 0:
         atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
         print_summary_table(summary)
@@ -2215,9 +2266,12 @@ def eval_summary(res: dict, cfg: Config, data: Data) -> dict:
     st, te = res["student"], res["teacher"]
     n_lab, n_unl = len(data.labeled), len(data.unlabeled)  # --dataset lists has no --labeled: its lists give one
     labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(n_lab / max(1, n_lab + n_unl), 4)
+    # Per-class top-1 keyed by class name, in label order; a name that two labels share gets its label appended.
+    names = [str(n) if data.class_names.count(n) == 1 else f"{n} ({y})" for y, n in enumerate(data.class_names)]
     return {"dataset": cfg.data.dataset, "labeled": labeled, "num_classes": data.num_classes,
             "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
-            "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
+            "per_class_top1": dict(zip(names, st["per_class_top1"], strict=True)),
+            "teacher_per_class_top1": dict(zip(names, te["per_class_top1"], strict=True)),
             "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"]}
 
 

@@ -1,14 +1,21 @@
 """What a run records (summary.json, config.yaml, metrics.jsonl, the log, TensorBoard) and what it records when the
 unlabeled clips carry no label."""
 import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 
 import fullsvformer as fs
 from test_train import TINY, one_step_inputs
 
 CPU = torch.device("cpu")
+ROOT = fs.Path(fs.__file__).parent
 
 
 # ---- pseudo-label accuracy of truly unlabeled clips -------------------------------------------------------------------
@@ -53,3 +60,84 @@ def test_unknown_pseudo_label_accuracy_is_null_in_the_records(tmp_path, monkeypa
     assert rows and all(r["pseudo_label_acc"] is None for r in rows if r["kind"] == "train")
     assert summary["pseudo_label_acc"] is None
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["pseudo_label_acc"] is None
+
+
+# ---- summary.json and config.yaml: provenance, per-class accuracy by name, the model as built -------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("records") / "run"
+    torch.set_num_threads(1)
+    fs.main(TINY + ["--epochs", "1", "--eval-every", "0", "--out", str(out)])
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_provenance_is_recorded(tiny_run):
+    """summary.json and config.yaml say which command, code and libraries made the run."""
+    out, summary = tiny_run
+    git = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else None
+    for record in (summary["provenance"], yaml.safe_load((out / "config.yaml").read_text())["provenance"]):
+        assert record["argv"] == sys.argv and record["git_commit"] == commit
+        assert isinstance(record["git_dirty"], bool) if commit else record["git_dirty"] is None
+        assert record["torch"] == torch.__version__ and record["python"] == platform.python_version()
+        assert record["timm"] == metadata.version("timm") and record["torchcodec"] == metadata.version("torchcodec")
+
+
+def test_config_yaml_with_its_provenance_loads(tiny_run, tmp_path):
+    """The loader skips provenance (--config RUN/config.yaml, --resume); any other unknown section is an error."""
+    out, _ = tiny_run
+    written = yaml.safe_load((out / "config.yaml").read_text())
+    assert "provenance" in written
+    assert fs.config_to_dict(fs.load_config(out / "config.yaml")) == {s: written[s] for s in fs.SECTIONS}
+    cfg, _ = fs.parse_config(["--config", str(out / "config.yaml")])
+    assert cfg.model.embed_dim == 32
+    (tmp_path / "other.yaml").write_text(yaml.safe_dump({**written, "provenanse": {}}))
+    with pytest.raises(fs.UserError, match="unknown section 'provenanse'"):
+        fs.load_config(tmp_path / "other.yaml")
+
+
+def test_per_class_top1_is_keyed_by_class_name(tiny_run):
+    out, summary = tiny_run
+    names = fs.read_run_checkpoint(out / "last.pt")["class_names"]
+    for key in ("per_class_top1", "teacher_per_class_top1"):
+        assert list(summary[key]) == names  # in label order
+    # 4 test clips per class: top-1 is the mean of the per-class top-1s.
+    assert summary["top1"] == pytest.approx(sum(summary["per_class_top1"].values()) / 3, abs=1e-3)
+
+
+def test_per_class_names_stay_distinct():
+    """Two labels of one name (a `lists` class spread over folders is named by its number, which may clash)."""
+    data = SimpleNamespace(labeled=[0], unlabeled=[0], num_classes=3, class_names=["a", "b", "a"])
+    cfg = fs.Config()
+    res = {m: {"top1": 0.0, "top5": 0.0, "per_class_top1": [1.0, 2.0, 3.0], "videos": 3}
+           for m in ("student", "teacher")}
+    assert fs.eval_summary(res, cfg, data)["per_class_top1"] == {"a (0)": 1.0, "b": 2.0, "a (2)": 3.0}
+
+
+def test_the_model_is_reported_as_built(tiny_run):
+    """arch names a preset only when the model is that preset; the dimensions and parameter count are recorded."""
+    out, summary = tiny_run
+    assert summary["config"]["model"]["arch"] == "tiny"  # the synthetic preset's field, overridden by TINY's sizes
+    assert summary["arch"] == "D32-depth1-heads2-patch8"
+    model = fs.read_run_checkpoint(out / "last.pt")["model"]
+    assert summary["model"] == {"arch": "D32-depth1-heads2-patch8", "embed_dim": 32, "depth": 1, "num_heads": 2,
+                                "patch_size": 8, "mlp_ratio": 4.0, "num_frames": 4, "img_size": 16, "num_classes": 3,
+                                "params": sum(v.numel() for k, v in model.items())}
+    assert "model: D32-depth1-heads2-patch8: D 32, depth 1, 2 heads, patch 8" in (out / "log.txt").read_text()
+    assert fs.TimeSformer.from_preset("tiny", 5).describe()["arch"] == "tiny"
+    assert fs.TimeSformer.from_preset("tiny", 5, patch_size=8).describe()["arch"] == "D192-depth4-heads3-patch8"
+
+
+def test_stage0_weights_are_not_called_official(caplog):
+    """The demo's committed stage-0 file is our own TimeSformer state dict: not logged as an official checkpoint."""
+    cfg = fs.config_from_dict(fs.PRESETS["synthetic"])
+    model = fs.build_model(cfg.model, 32, cfg.data.num_frames, cfg.data.img_size)
+    fs.log.addHandler(caplog.handler)  # fs.log may not propagate (setup_logging)
+    caplog.set_level("INFO", logger="fullsvformer")
+    try:
+        report = fs.load_pretrained(model, next(fs.PRETRAINED_DIR.glob("stage0-*.safetensors")))
+    finally:
+        fs.log.removeHandler(caplog.handler)
+    assert report["format"] == "timesformer"
+    assert "stage0-" in caplog.text and "official" not in caplog.text
