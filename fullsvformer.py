@@ -241,6 +241,8 @@ class TrainConfig:
     out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
+    tensorboard: bool = F_(False, "also write metrics.jsonl's numbers to RUN_DIR/tensorboard (tags train/<key>, "
+                                  "eval/<key>); needs the optional tensorboard package (pip install tensorboard)")
     # On 8 GPUs an epoch of UCF-101 1% takes ~7 s, a 1-view eval ~2-4 s and a 1.5 GB checkpoint ~2 s (bench/feed.py):
     # every 5 epochs (as SVFormer's code) keeps them near 10% of the run.
     eval_every: int = F_(5, "epochs between cheap 1-view evals (0 = only the final multi-view eval)", check="nonneg")
@@ -2012,6 +2014,7 @@ class Run:
     warm: bool = False  # a compiled run's first log interval (compilation) has passed
     meter: dict = field(default_factory=dict)  # sums of the logged terms since the last log line (device tensors)
     t_start: float = 0.0
+    tb: Any = None  # rank 0's TensorBoard SummaryWriter with --tensorboard, else None
 
 
 def setup_run(cfg: Config, distributed: bool = True) -> Run:
@@ -2066,6 +2069,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
                   torch.Generator(device).manual_seed(stream_seed("device", t.seed, rank)), accum,
                   layout["steps_per_epoch"], state, torch.tensor(0))
         rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
+        if t.tensorboard:  # resumed: the events after the checkpoint's step are hidden, as metrics.jsonl is truncated
+            run.tb = tensorboard_writer(run_dir / "tensorboard", run.state["step"] + 1 if t.resume else None, rank)
         run.anl_k = torch.tensor(run.state["anl_k"], device=device)
         if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
             asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
@@ -2209,6 +2214,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     run.warm, run.meter = True, {}
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
+        write_scalars(run.tb, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
     return time.perf_counter()
 
@@ -2236,6 +2242,7 @@ def eval_epoch(run: Run) -> None:
     log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", s["epoch"], row["top1"], row["teacher_top1"])
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
+        write_scalars(run.tb, row)
     if max(row["top1"], row["teacher_top1"]) > s["best_top1"]:
         s["best_top1"], s["best_epoch"] = max(row["top1"], row["teacher_top1"]), s["epoch"]
         checkpoint(run, best=True)
@@ -2258,6 +2265,8 @@ def finish(run: Run) -> dict:
     if run.rank == 0:
         atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
         print_summary_table(summary)
+    if run.tb is not None:
+        run.tb.close()
     return summary
 
 
@@ -2295,6 +2304,28 @@ def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
 def append_metrics(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n")
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int | None = None, rank: int = 0):
+    """torch.utils.tensorboard's SummaryWriter on rank 0 (None on the others). tensorboard is optional: without it
+    every rank raises the same UserError, which says how to install it. purge_step: events from that step on, left by
+    an interrupted run, are hidden (TensorBoard's own mechanism for a restart)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise UserError(f"--tensorboard needs the tensorboard package, which is not installed ({e}): "
+                        "pip install tensorboard, or run without --tensorboard") from None
+    return SummaryWriter(str(log_dir), purge_step=purge_step) if rank == 0 else None
+
+
+def write_scalars(writer, row: dict) -> None:
+    """A metrics.jsonl row to TensorBoard: every number as '<kind>/<key>' at the row's step (None: unknown, skipped)."""
+    if writer is None:
+        return
+    for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            writer.add_scalar(f"{row['kind']}/{k}", v, row["step"])
+    writer.flush()  # a killed run keeps what it logged, as metrics.jsonl does
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -2424,10 +2455,11 @@ STAGE0 = {"model": dict(pretrained=""),
           "data": dict(synth_task="ucf-proxy-pretrain", synth_classes=0, synth_seed=1, synth_clips_per_class=160,
                        synth_test_per_class=10, num_frames=1, temporal_warp_keys="1", labeled=1.0, mu=0,
                        labeled_batch=32),
-          "train": dict(seed=0, epochs=25, lr=1e-3, global_batch=32, eval_every=0, out="", resume="")}
+          "train": dict(seed=0, epochs=25, lr=1e-3, global_batch=32, eval_every=0, out="", resume="",
+                        tensorboard=False)}
 STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
 RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
-                "train": ("device", "amp", "compile", "out", "resume", "log_every")}
+                "train": ("device", "amp", "compile", "out", "resume", "log_every", "tensorboard")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 

@@ -141,3 +141,32 @@ def test_stage0_weights_are_not_called_official(caplog):
         fs.log.removeHandler(caplog.handler)
     assert report["format"] == "timesformer"
     assert "stage0-" in caplog.text and "official" not in caplog.text
+
+
+# ---- TensorBoard (optional) -------------------------------------------------------------------------------------------
+
+def test_tensorboard_gets_the_scalars_of_metrics_jsonl(tmp_path):
+    pytest.importorskip("tensorboard", reason="optional: pip install tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    torch.set_num_threads(1)
+    out = tmp_path / "r"
+    fs.main(TINY + ["--epochs", "1", "--tensorboard", "--out", str(out)])
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"scalars": 0}).Reload()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = {(f"{r['kind']}/{k}", r["step"]): v for r in rows for k, v in r.items()
+                if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    got = {(tag, e.step): e.value for tag in events.Tags()["scalars"] for e in events.Scalars(tag)}
+    assert {"train/loss", "train/pseudo_label_acc", "eval/top1", "eval/teacher_top1"} <= {t for t, _ in got}
+    assert got.keys() == expected.keys()
+    for key, v in expected.items():  # metrics.jsonl rounds to 6 digits, TensorBoard stores float32
+        assert got[key] == pytest.approx(v, rel=1e-5, abs=1e-6), key
+
+
+def test_tensorboard_without_the_package_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # `import` of it now raises ImportError
+    with pytest.raises(fs.UserError, match=r"--tensorboard needs the tensorboard package.*pip install tensorboard"):
+        fs.main(TINY + ["--epochs", "1", "--tensorboard", "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()  # no half-made run directory is left
+    assert fs.cli(TINY + ["--epochs", "1", "--tensorboard", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fullsvformer: error: --tensorboard needs") and err.count("\n") == 1
