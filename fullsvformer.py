@@ -28,9 +28,11 @@ import json
 import logging
 import math
 import os
+import platform
 import random
 import re
 import shutil
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -239,6 +241,8 @@ class TrainConfig:
     out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
+    tensorboard: bool = F_(False, "also write metrics.jsonl's numbers to RUN_DIR/tensorboard (tags train/<key>, "
+                                  "eval/<key>); needs the optional tensorboard package (pip install tensorboard)")
     # On 8 GPUs an epoch of UCF-101 1% takes ~7 s, a 1-view eval ~2-4 s and a 1.5 GB checkpoint ~2 s (bench/feed.py):
     # every 5 epochs (as SVFormer's code) keeps them near 10% of the run.
     eval_every: int = F_(5, "epochs between cheap 1-view evals (0 = only the final multi-view eval)", check="nonneg")
@@ -288,8 +292,8 @@ def config_from_dict(d: dict, base: Config | None = None) -> Config:
             values[f.name] = _checked_value(f"{s}.{f.name}", values[f.name], getattr(defaults, f.name),
                                             f.metadata.get("choices"))
         out[s] = cls(**values)
-    for s in d or {}:
-        if s not in SECTIONS:
+    for s in d or {}:  # 'provenance' (config.yaml of a run) records who wrote the file: not a setting, skipped
+        if s not in SECTIONS and s != "provenance":
             raise UserError(f"config: unknown section {s!r}; expected {', '.join(SECTIONS)}")
     return Config(**out)
 
@@ -405,6 +409,33 @@ def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
         log.addHandler(h)
 
 
+def provenance() -> dict:
+    """Where a run's numbers come from: this process's command line, the git commit of this file's checkout (None
+    outside one; git_dirty: tracked files differ from the commit) and the Python and library versions. Versions are
+    read from the installed packages' metadata, so torchcodec's FFmpeg libraries need not load."""
+    from importlib import metadata
+
+    def version(package: str) -> str | None:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return None
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(Path(__file__).resolve().parent), *args], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):  # no git installed, or it hangs
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"argv": list(sys.argv), "git_commit": commit,
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
+            "python": platform.python_version(), "torch": str(torch.__version__),
+            **{p: version(p) for p in ("torchvision", "timm", "torchcodec")}}
+
+
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
 # Shapes: B clips, C channels, T frames, H x W pixels, N patches per frame, D token width, K classes.
 
@@ -482,6 +513,19 @@ class TimeSformer(nn.Module):
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
 
+    def describe(self) -> dict:
+        """The architecture as built, read off the modules: {arch, embed_dim, depth, num_heads, patch_size, mlp_ratio,
+        num_frames, img_size, num_classes, params}. arch is the ARCH_PRESETS name only when the model is that preset
+        (ViT-x/16, MLP ratio 4), else its dimensions: the demo's D 64 / 2 blocks is not 'tiny' (D 192 / 4 blocks)."""
+        D, depth, heads = self.embed_dim, len(self.blocks), self.blocks[0].attn.num_heads
+        patch, mlp_ratio = self.patch_embed.patch_size[0], self.blocks[0].mlp.fc1.out_features / D
+        preset = next((k for k, v in ARCH_PRESETS.items() if v == dict(embed_dim=D, depth=depth, num_heads=heads)
+                       and patch == 16 and mlp_ratio == 4), None)
+        return {"arch": preset or f"D{D}-depth{depth}-heads{heads}-patch{patch}", "embed_dim": D, "depth": depth,
+                "num_heads": heads, "patch_size": patch, "mlp_ratio": mlp_ratio, "num_frames": self.num_frames,
+                "img_size": self.patch_embed.img_size[0], "num_classes": self.num_classes,
+                "params": sum(p.numel() for p in self.parameters())}
+
     def patchify(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) video -> (B, T, N, D) patch tokens, before any position or time embedding."""
         B, C, T, H, W = x.shape
@@ -530,6 +574,7 @@ def build_model(mcfg: ModelConfig, num_classes: int, num_frames: int, img_size: 
 # Formats that load_pretrained accepts, detected from the keys (never from the file name alone):
 #   vit      a timm / ImageNet ViT state dict (.pth/.pt/.bin/.safetensors), raw or under model/state_dict/model_state
 #   official the official TimeSformer .pyth: {'model_state': {'model.<key>': ...}, 'cfg', 'epoch', ...}
+#   timesformer  a bare TimeSformer state dict with the official key names, e.g. our stage-0 .safetensors
 #   hf       HF transformers TimesformerForVideoClassification (a directory, model.safetensors or pytorch_model.bin)
 #   ours     a fullsvformer checkpoint: {'format': 'fullsvformer', 'model': ..., 'ema': ...}; PATH:teacher picks 'ema'
 
@@ -639,7 +684,7 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
         elif all(k.startswith("model.") for k in state):
             fmt, state = "official", {k[len("model."):]: v for k, v in state.items()}
         elif any(".temporal_attn." in k for k in state):
-            fmt = "official"  # official layout without the 'model.' prefix (e.g. re-saved)
+            fmt = "timesformer"  # a bare state dict with the official names: ours (stage 0) or an official re-saved
         elif any(k.startswith("blocks.") for k in state):
             fmt = "vit"
         else:
@@ -649,7 +694,8 @@ def read_checkpoint(source: str | Path) -> tuple[dict[str, torch.Tensor], str, s
 
 
 def hf_to_timesformer_keys(state: dict[str, torch.Tensor], where: str = "") -> dict[str, torch.Tensor]:
-    """Rename HF transformers Timesformer keys to the official TimeSformer names (reference.md section 5)."""
+    """Rename HF transformers Timesformer keys to the official TimeSformer names (HF_BLOCK_KEYS, HF_TOP_KEYS: HF's
+    TimesformerForVideoClassification against facebookresearch/TimeSformer's vit.py)."""
     out, unknown = {}, []
     for k, v in state.items():
         name, _, param = k.rpartition(".")
@@ -1594,9 +1640,10 @@ def standardized_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
                     mask: torch.Tensor | None = None, standardize: bool = True) -> torch.Tensor:
     """Logit-aligned consistency: tau^2 * KL( softmax(Z(t)/tau) || softmax(Z(s)/tau) ), a float32 scalar.
 
-    As Sun et al. (reference §3): summed over classes, averaged over the batch, teacher detached; Full-SVFormer uses it
-    between the EMA teacher on the weak view and the student on the strong view. mask: optional (B,) per-sample weight;
-    the sum is still divided by B, as FixMatch/SVFormer's masked losses (the paper does not say whether it masks).
+    As Sun et al., "Logit Standardization in Knowledge Distillation" (CVPR 2024): summed over classes, averaged over
+    the batch, teacher detached; Full-SVFormer uses it between the EMA teacher on the weak view and the student on the
+    strong view. mask: optional (B,) per-sample weight; the sum is still divided by B, as FixMatch/SVFormer's masked
+    losses (the paper does not say whether it masks).
     standardize=False: the plain KL that logit standardization is measured against.
     """
     if student_logits.shape != teacher_logits.shape or student_logits.dim() != 2:
@@ -1621,7 +1668,8 @@ class ANLResult(NamedTuple):
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
                            drop_threshold: float = 0.95 ** 2, k: torch.Tensor | int | None = None) -> ANLResult:
-    """Adaptive Negative Learning (FullMatch, Chen et al., CVPR 2023; reference §4). No host sync.
+    """Adaptive Negative Learning (ANL) of FullMatch: Chen et al., "Boosting Semi-Supervised Learning by Exploiting All
+    Unlabeled Data", CVPR 2023. No host sync.
 
     1. y = argmax teacher. 2. batch_k = the smallest k in 2..K with y in the student's top-k for every sample: y's rank
     in the student's order is the number of strictly larger logits (ties count for y), so batch_k = clamp(max rank + 1,
@@ -1661,7 +1709,8 @@ def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torc
 
 def tube_mask(batch: int, num_patches: int, lam: float | torch.Tensor, generator: torch.Generator | None = None,
               device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tube TokenMix mask (SVFormer, Xing et al., CVPR 2023; reference §2) -> mask (B, N) bool, lam_a (B,) float32.
+    """Tube TokenMix mask (SVFormer: Xing et al., "SVFormer: Semi-supervised Video Transformer for Action Recognition",
+    CVPR 2023) -> mask (B, N) bool, lam_a (B,) float32.
 
     Per sample, a random set of round((1 - lam) * N) of the N patch positions is True (taken from clip b, the rest from
     clip a); tube_token_mix applies it to every frame, so the mixed clip keeps coherent motion. lam: a float, a 0-d or
@@ -1695,9 +1744,9 @@ def tube_token_mix(tokens_a: torch.Tensor, tokens_b: torch.Tensor, mask: torch.T
 
 def tokenmix_targets(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torch.Tensor | float,
                      threshold: float) -> torch.Tensor:
-    """Tube TokenMix target (SVFormer; reference §2): lam_a * y_a + (1 - lam_a) * y_b, clip b of sample i being clip
-    perm[i]; y is one-hot(argmax) where the teacher's confidence >= threshold (delta), else its soft probabilities.
-    Returns (B, K) float32, detached."""
+    """Tube TokenMix target (SVFormer, Xing et al., CVPR 2023): lam_a * y_a + (1 - lam_a) * y_b, clip b of sample i
+    being clip perm[i]; y is one-hot(argmax) where the teacher's confidence >= threshold (delta), else its soft
+    probabilities. Returns (B, K) float32, detached."""
     p = teacher_probs.detach().float()
     conf, idx = p.max(dim=-1)
     one_hot = torch.zeros_like(p).scatter_(-1, idx[:, None], 1.0)  # not F.one_hot: it checks the range with .item()
@@ -1718,7 +1767,8 @@ def tokenmix_weight(teacher_probs: torch.Tensor, perm: torch.Tensor, lam_a: torc
 def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
                   weight: torch.Tensor | None = None) -> torch.Tensor:
     """L_mix of SVFormer: MSE between the student's *raw logits* on the mixed clip and the target, averaged over classes
-    then over the batch, as the official code (reference §2); weight: optional (B,) (tokenmix_weight)."""
+    then over the batch, as the official code (ChenHsing/SVFormer, tools/train_net_emamix.py); weight: optional (B,)
+    (tokenmix_weight)."""
     per_sample = (student_logits.float() - target.detach().float()).pow(2).mean(dim=-1)  # (B,)
     if weight is not None:
         per_sample = per_sample * weight.to(device=per_sample.device, dtype=per_sample.dtype)
@@ -1727,9 +1777,9 @@ def tokenmix_loss(student_logits: torch.Tensor, target: torch.Tensor,
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
-    """EMA teacher (SVFormer; reference §2): teacher <- m * teacher + (1 - m) * student, in place, in one fused
-    foreach lerp. The teacher keeps its own dtype (fp32: with m = 0.99 an update is 1% of the weight, below bf16's
-    resolution); buffers are copied, not averaged."""
+    """EMA teacher (SVFormer, Xing et al., CVPR 2023): teacher <- m * teacher + (1 - m) * student, in place, in one
+    fused foreach lerp. The teacher keeps its own dtype (fp32: with m = 0.99 an update is 1% of the weight, below
+    bf16's resolution); buffers are copied, not averaged."""
     t_params = list(teacher.parameters())
     s_params = [p.detach().to(q.dtype) for p, q in zip(student.parameters(), t_params, strict=True)]
     # lerp(t, s, w) = t + w (s - t) = m t + (1 - m) s with w = 1 - m; exact at m = 0 and m = 1.
@@ -1867,6 +1917,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
            + gamma_nl * adaptive_negative_loss(student(strong), teacher(weak), k=anl_k))
     Labeled, strong and token-mixed clips go through ONE student forward: the mixed clips are made from the strong
     clips' patch tokens inside it (token_hook). terms["anl_batch_k"] is this micro-batch's measurement of ANL's k.
+    lab: {"weak": uint8 (Bl, T, C, H, W), "label": long (Bl,)}; unl: {"weak", "strong": uint8 (Bu, T, C, H, W),
+    optionally "warp": long (Bu, T) and "label": long (Bu,)}. unl's labels only measure terms["pseudo_label_acc"] (the
+    teacher's accuracy on the clips whose label is known, >= 0); without them, or with -1 everywhere, it is NaN:
+    unknown. Truly unlabeled data needs none, except for the oracle diagnostic (oracle_pseudo_labels).
     """
     d, t = cfg.data, cfg.train
     xl = normalize_clips(lab["weak"].to(device, non_blocking=True), d.mean, d.std)  # (Bl, C, T, H, W)
@@ -1883,7 +1937,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     if d.temporal_warp_on == "all":
         strong = strong.gather(1, warp[:, :, None, None, None].expand_as(strong))
     xs = channel_dropout(normalize_clips(strong, d.mean, d.std), d.strong_channel_dropout, gen)
-    y_true = unl["label"].to(device, non_blocking=True)  # hidden true labels: diagnostics and the oracle only
+    y_true = unl["label"].to(device, non_blocking=True) if "label" in unl else None  # diagnostics and the oracle only
+    if t.oracle_pseudo_labels and (y_true is None or bool((y_true < 0).any())):  # a host sync: diagnostic runs only
+        raise UserError("train.oracle_pseudo_labels: the oracle replaces the teacher by the unlabeled clips' true "
+                        "labels, but this batch has none (no 'label', or -1): use data whose every clip is labeled")
     if not t.oracle_pseudo_labels:
         xw = normalize_clips(unl["weak"].to(device, non_blocking=True), d.mean, d.std)
         with torch.inference_mode(), autocast_context(device, amp):
@@ -1922,9 +1979,13 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
-    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown.
-    known = y_true >= 0
-    terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum().clamp(min=1)
+    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. NaN (0 / 0,
+    # no host sync) when no clip's label is known: an accuracy that cannot be measured is not 0.
+    if y_true is None:
+        terms["pseudo_label_acc"] = torch.full((), float("nan"), device=device)
+    else:
+        known = y_true >= 0
+        terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum()
     return ce + ssl_weight * unlabeled, terms
 
 
@@ -1953,6 +2014,7 @@ class Run:
     warm: bool = False  # a compiled run's first log interval (compilation) has passed
     meter: dict = field(default_factory=dict)  # sums of the logged terms since the last log line (device tensors)
     t_start: float = 0.0
+    tb: Any = None  # rank 0's TensorBoard SummaryWriter with --tensorboard, else None
 
 
 def setup_run(cfg: Config, distributed: bool = True) -> Run:
@@ -1979,10 +2041,16 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         seed_everything(t.seed)  # the same init on every rank (DDP also broadcasts rank 0's weights)
         model = build_model(cfg.model, data.num_classes, cfg.data.num_frames, cfg.data.img_size)
         if pretrained and not t.resume:
+            if cfg.model.pretrained == "synthetic":  # the file's keys are the official names: say whose it is
+                log.info("initial weights: our stage-0 image model of the synthetic task (tools/make_stage0.py)")
             load_pretrained(model, pretrained)
         elif cfg.data.dataset != "synthetic" and not t.resume:
             log.warning("no --pretrained: training a TimeSformer from scratch; the paper's setting starts from "
                         "ImageNet ViT weights (e.g. vit_base_patch16_224.orig_in21k_ft_in1k, see the README)")
+        a = model.describe()
+        log.info("model: %s: D %d, depth %d, %d heads, patch %d, MLP x%g; %d frames of %d px, %d classes; %.2fM "
+                 "parameters", a["arch"], a["embed_dim"], a["depth"], a["num_heads"], a["patch_size"], a["mlp_ratio"],
+                 a["num_frames"], a["img_size"], a["num_classes"], a["params"] / 1e6)
         model.to(device)
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
@@ -2001,11 +2069,14 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
                   torch.Generator(device).manual_seed(stream_seed("device", t.seed, rank)), accum,
                   layout["steps_per_epoch"], state, torch.tensor(0))
         rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
+        if t.tensorboard:  # resumed: the events after the checkpoint's step are hidden, as metrics.jsonl is truncated
+            run.tb = tensorboard_writer(run_dir / "tensorboard", run.state["step"] + 1 if t.resume else None, rank)
         run.anl_k = torch.tensor(run.state["anl_k"], device=device)
         if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
             asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
                                             train=dataclasses.replace(t, resume=""))
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(asked_cfg), sort_keys=False))
+            record = {**config_to_dict(asked_cfg), "provenance": provenance()}  # the loader skips provenance
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
@@ -2051,10 +2122,13 @@ def train(cfg: Config, distributed: bool = True) -> dict:
             finite = torch.isfinite(loss.detach()) & (True if first else finite)
             batch_k = terms.pop("anl_batch_k", run.anl_k)
             step_k = batch_k if first else torch.maximum(step_k, batch_k)
+            acc = terms.pop("pseudo_label_acc", None)  # NaN: unknown; the log averages the micro-batches that know it
+            if acc is not None:
+                terms.update(pseudo_label_acc=acc.nan_to_num(0.0), pseudo_label_n=acc.isfinite())
             for k, v in {**terms, "loss": loss.detach()}.items():
                 run.meter[k] = run.meter.get(k, 0.0) + v.float()
             run.meter["n"] = run.meter.get("n", 0) + 1
-            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + len(unl["label"] if unl else [])
+            run.meter["clips"] = run.meter.get("clips", 0) + len(lab["label"]) + (len(unl["strong"]) if unl else 0)
             s["micro"] += 1
             if not last:
                 continue
@@ -2129,14 +2203,18 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     s, m = run.state, run.meter
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
+    known = m.pop("pseudo_label_n", None)  # micro-batches whose pseudo-label accuracy was measurable
     row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
            "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run), **{k: float(v) / n for k, v in m.items()}}
+    if known is not None:  # null: no unlabeled clip of the interval had a known label (truly unlabeled data)
+        row["pseudo_label_acc"] = float(m["pseudo_label_acc"]) / float(known) if float(known) else None
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
         s["train_time_s"] += dt
     run.warm, run.meter = True, {}
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
+        write_scalars(run.tb, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
     return time.perf_counter()
 
@@ -2164,6 +2242,7 @@ def eval_epoch(run: Run) -> None:
     log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", s["epoch"], row["top1"], row["teacher_top1"])
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
+        write_scalars(run.tb, row)
     if max(row["top1"], row["teacher_top1"]) > s["best_top1"]:
         s["best_top1"], s["best_epoch"] = max(row["top1"], row["teacher_top1"]), s["epoch"]
         checkpoint(run, best=True)
@@ -2171,20 +2250,23 @@ def eval_epoch(run: Run) -> None:
 
 def finish(run: Run) -> dict:
     """The final multi-view evaluation of the student and the EMA teacher; writes summary.json and returns it."""
-    cfg, s = run.cfg, run.state
+    cfg, s, arch = run.cfg, run.state, run.model.describe()
     res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, True, run.rank,
                    run.world)
     summary = {**eval_summary(res, cfg, run.data), "split": cfg.data.split, "split_seed": cfg.data.split_seed,
-               "arch": cfg.model.arch, "seed": cfg.train.seed, "epochs": cfg.train.epochs, "steps": s["step"],
+               "arch": arch["arch"], "model": arch, "seed": cfg.train.seed, "epochs": cfg.train.epochs,
+               "steps": s["step"],
                "pseudo_label_acc": last_metric(run.run_dir / "metrics.jsonl", "pseudo_label_acc")
                if run.rank == 0 else None,
                "wall_time_s": time.perf_counter() - run.t_start,
                "clips_per_s": s["train_clips"] / max(s["train_time_s"], 1e-9),
                "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
-               "config": config_to_dict(cfg)}
+               "config": config_to_dict(cfg), "provenance": provenance()}
     if run.rank == 0:
         atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
         print_summary_table(summary)
+    if run.tb is not None:
+        run.tb.close()
     return summary
 
 
@@ -2193,9 +2275,12 @@ def eval_summary(res: dict, cfg: Config, data: Data) -> dict:
     st, te = res["student"], res["teacher"]
     n_lab, n_unl = len(data.labeled), len(data.unlabeled)  # --dataset lists has no --labeled: its lists give one
     labeled = cfg.data.labeled if cfg.data.dataset != "lists" else round(n_lab / max(1, n_lab + n_unl), 4)
+    # Per-class top-1 keyed by class name, in label order; a name that two labels share gets its label appended.
+    names = [str(n) if data.class_names.count(n) == 1 else f"{n} ({y})" for y, n in enumerate(data.class_names)]
     return {"dataset": cfg.data.dataset, "labeled": labeled, "num_classes": data.num_classes,
             "top1": st["top1"], "top5": st["top5"], "teacher_top1": te["top1"], "teacher_top5": te["top5"],
-            "per_class_top1": st["per_class_top1"], "teacher_per_class_top1": te["per_class_top1"],
+            "per_class_top1": dict(zip(names, st["per_class_top1"], strict=True)),
+            "teacher_per_class_top1": dict(zip(names, te["per_class_top1"], strict=True)),
             "eval_views": f"{cfg.data.test_clips}x{cfg.data.test_crops}", "test_videos": st["videos"]}
 
 
@@ -2219,6 +2304,28 @@ def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
 def append_metrics(path: Path, row: dict) -> None:
     with open(path, "a") as f:
         f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n")
+
+
+def tensorboard_writer(log_dir: Path, purge_step: int | None = None, rank: int = 0):
+    """torch.utils.tensorboard's SummaryWriter on rank 0 (None on the others). tensorboard is optional: without it
+    every rank raises the same UserError, which says how to install it. purge_step: events from that step on, left by
+    an interrupted run, are hidden (TensorBoard's own mechanism for a restart)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise UserError(f"--tensorboard needs the tensorboard package, which is not installed ({e}): "
+                        "pip install tensorboard, or run without --tensorboard") from None
+    return SummaryWriter(str(log_dir), purge_step=purge_step) if rank == 0 else None
+
+
+def write_scalars(writer, row: dict) -> None:
+    """A metrics.jsonl row to TensorBoard: every number as '<kind>/<key>' at the row's step (None: unknown, skipped)."""
+    if writer is None:
+        return
+    for k, v in row.items():
+        if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+            writer.add_scalar(f"{row['kind']}/{k}", v, row["step"])
+    writer.flush()  # a killed run keeps what it logged, as metrics.jsonl does
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -2348,10 +2455,11 @@ STAGE0 = {"model": dict(pretrained=""),
           "data": dict(synth_task="ucf-proxy-pretrain", synth_classes=0, synth_seed=1, synth_clips_per_class=160,
                        synth_test_per_class=10, num_frames=1, temporal_warp_keys="1", labeled=1.0, mu=0,
                        labeled_batch=32),
-          "train": dict(seed=0, epochs=25, lr=1e-3, global_batch=32, eval_every=0, out="", resume="")}
+          "train": dict(seed=0, epochs=25, lr=1e-3, global_batch=32, eval_every=0, out="", resume="",
+                        tensorboard=False)}
 STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
 RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
-                "train": ("device", "amp", "compile", "out", "resume", "log_every")}
+                "train": ("device", "amp", "compile", "out", "resume", "log_every", "tensorboard")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 

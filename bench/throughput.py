@@ -75,7 +75,7 @@ class Setting:
 
 
 # The CI setting: fullsvformer's tiny preset as the CPU demo runs it (synthetic preset: 32 px, patch 8, so 16 patches
-# per frame, as the 64 px / patch 16 anchor in reference.md section 7), with 2 labeled + 6 unlabeled clips per step.
+# per frame, as a 64 px frame with 16 px patches), with 2 labeled + 6 unlabeled clips per step.
 TINY_CPU = Setting("cpu-tiny-32px-fp32-eager")
 # The paper's setting: ViT-B 8x224, SVFormer's 1 labeled + 5 unlabeled clips per GPU, bf16, compiled.
 BASE_CUDA = Setting("cuda-base-224px-bf16-compile", arch="base", img_size=224, patch_size=16, labeled_batch=1, mu=5,

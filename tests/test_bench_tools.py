@@ -107,7 +107,7 @@ def test_absent_published_number_is_a_dash_not_a_number(runs):
 
 
 def test_paper_yaml_matches_reference():
-    # The numbers of reference.md §7 / the official READMEs; a typo in paper.yaml fails here.
+    # The numbers of the official SVFormer and SeFAR READMEs (sources in paper.yaml); a typo in paper.yaml fails here.
     expected = {"svformer_s": ([31.4, 79.1], [56.2, 58.2, 59.7]), "svformer_b": ([46.3, 86.7], [61.6, 64.4, 68.2]),
                 "sefar_b": ([50.3, 87.0], [61.5, 65.7, None])}
     for key, (ucf, hmdb) in expected.items():

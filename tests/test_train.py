@@ -56,7 +56,7 @@ def test_run_directory_contents(tiny_run):
     assert on_disk["num_classes"] == 3 and on_disk["epochs"] == 2 and on_disk["steps"] == 12  # 27 unlabeled / 4
     assert on_disk["top1"] == summary["top1"] and len(on_disk["per_class_top1"]) == 3
     # 4 test clips per class: top-1 is the mean of the per-class top-1s.
-    assert on_disk["top1"] == pytest.approx(sum(on_disk["per_class_top1"]) / 3, abs=1e-3)
+    assert on_disk["top1"] == pytest.approx(sum(on_disk["per_class_top1"].values()) / 3, abs=1e-3)
 
 
 def test_metrics_log_has_every_term(tiny_run):
