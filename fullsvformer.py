@@ -1617,6 +1617,7 @@ class ANLResult(NamedTuple):
     k: torch.Tensor  # 0-d int64: the k whose negatives the loss used
     batch_k: torch.Tensor  # 0-d int64: the smallest k that holds on this batch (step 2 below)
     num_negatives: torch.Tensor  # 0-d int64: negative (sample, class) pairs, after dropping
+    negatives: torch.Tensor  # (B, K) bool: the negative pairs themselves (for diagnostics)
 
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
@@ -1648,7 +1649,7 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
     negative = (rank_t >= k) & (p_s.detach() <= drop_threshold)  # (B, K)
     nl = -torch.log(1 - p_s + 1e-10)  # (B, K); finite everywhere thanks to the 1e-10, so masking by * is safe
     loss = (nl * negative).sum() / max(B, 1)
-    return ANLResult(loss, torch.as_tensor(k, device=s.device), batch_k, negative.sum())
+    return ANLResult(loss, torch.as_tensor(k, device=s.device), batch_k, negative.sum(), negative)
 
 
 def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -1922,9 +1923,19 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
-    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown.
+    # Diagnostics (no host sync). The KL's gradient scales as tau * gamma_kl / std(student logits), so the student's
+    # logit scale tells how hard the KL pulls; ANL's negative mass is what its loss pushes down.
+    p_s = logits_s.detach().softmax(dim=-1)
+    terms["logit_scale"] = logits_s.detach().std(dim=-1).mean()
+    terms["kl_used"] = kl_mask.mean() if kl_mask is not None else torch.ones((), device=device)
+    terms["anl_neg_mass"] = (p_s * anl.negatives).sum(dim=-1).mean()
+    # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. ANL's
+    # negatives that hit the true class, per clip: log_train turns it into the negatives' precision.
     known = y_true >= 0
     terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum().clamp(min=1)
+    neg_known = anl.negatives & known[:, None]  # (Bu, K)
+    terms["anl_known_negatives"] = neg_known.sum() / Bu
+    terms["anl_true_negatives"] = neg_known.gather(-1, y_true.clamp(min=0)[:, None]).sum() / Bu
     return ce + ssl_weight * unlabeled, terms
 
 
@@ -2134,6 +2145,10 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
         s["train_time_s"] += dt
+    # ANL's precision: the share of its negatives (of clips with a known label) that are not the clip's true class.
+    if "anl_true_negatives" in row:
+        true, negs = row.pop("anl_true_negatives"), row.pop("anl_known_negatives")
+        row["anl_neg_precision"] = 1 - true / negs if negs > 0 else None
     run.warm, run.meter = True, {}
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
@@ -2352,20 +2367,26 @@ STAGE0 = {"model": dict(pretrained=""),
 STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
 RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
                 "train": ("device", "amp", "compile", "out", "resume", "log_every")}
+# Settings that only the unlabeled path reads (strong view, teacher, unlabeled losses): stage 0 has no unlabeled clips
+# (mu = 0), so they never touch its weights and stay out of its key; changing one never retrains the committed file.
+UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "temporal_warp_keys", "temporal_warp_on",
+                           "strong_channel_dropout"),
+                  "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "gamma_mix",
+                            "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl", "nl_drop_threshold",
+                            "supervised_warmup_epochs", "ssl_rampup_epochs", "oracle_pseudo_labels")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 def stage0_config(cfg: Config) -> tuple[Config, str]:
     """Stage 0's config for run cfg (the synthetic preset, cfg's model, frame geometry and runtime settings, STAGE0 on
-    top) and its key: a hash of that config, runtime settings excepted (a default that stage 0 never uses, such as an
-    unlabeled-loss weight, still changes it)."""
+    top) and its key: a hash of what stage 0's training reads, i.e. that config without RUNTIME_KEYS and UNLABELED_KEYS."""
     d, run = config_to_dict(config_from_dict(PRESETS["synthetic"])), config_to_dict(cfg)
     d["model"].update(run["model"])
     for s in ("data", "train"):
         d[s].update({k: run[s][k] for k in STAGE0_FROM_RUN[s] + RUNTIME_KEYS[s]})
     pre = config_from_dict(STAGE0, config_from_dict(d))
-    kept = {s: {k: v for k, v in sec.items() if k not in RUNTIME_KEYS.get(s, ())}
-            for s, sec in config_to_dict(pre).items()}
+    skip = {s: RUNTIME_KEYS.get(s, ()) + UNLABELED_KEYS.get(s, ()) for s in SECTIONS}
+    kept = {s: {k: v for k, v in sec.items() if k not in skip[s]} for s, sec in config_to_dict(pre).items()}
     return pre, hashlib.sha256(yaml.safe_dump(kept).encode()).hexdigest()[:12]
 
 
