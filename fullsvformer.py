@@ -217,6 +217,8 @@ class TrainConfig:
     kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)", check="pos")
     kl_standardize: bool = F_(True, "standardize logits before the KL (the paper's idea); off = plain KL ablation")
     kl_threshold: float = F_(0.0, "mask the KL below this teacher confidence (0 = off; not stated)", check="nonneg")
+    kl_weight: str = F_("none", "per-clip weight of the KL: none, or confidence (the teacher's top probability, which "
+                                "standardization discards; not stated)", ("none", "confidence"))
     gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)", check="nonneg")
     mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumed: SVFormer fork)", check="pos")
     mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
@@ -1911,6 +1913,8 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     ce = F.cross_entropy(logits_l, yl)
     conf = t_probs.max(dim=-1).values
     kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
+    if t.kl_weight == "confidence":  # Z(t) looks the same for a sure and an unsure teacher: give the KL back its weight
+        kl_mask = conf if kl_mask is None else kl_mask * conf
     kl = standardized_kl(logits_s, t_logits, t.kl_tau, kl_mask, standardize=t.kl_standardize)
     anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold, anl_k)
     unlabeled = t.gamma_kl * kl + t.gamma_nl * anl.loss
@@ -1927,7 +1931,7 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     # logit scale tells how hard the KL pulls; ANL's negative mass is what its loss pushes down.
     p_s = logits_s.detach().softmax(dim=-1)
     terms["logit_scale"] = logits_s.detach().std(dim=-1).mean()
-    terms["kl_used"] = kl_mask.mean() if kl_mask is not None else torch.ones((), device=device)
+    terms["kl_used"] = kl_mask.mean() if kl_mask is not None else torch.ones((), device=device)  # mean clip weight
     terms["anl_neg_mass"] = (p_s * anl.negatives).sum(dim=-1).mean()
     # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. ANL's
     # negatives that hit the true class, per clip: log_train turns it into the negatives' precision.
@@ -2371,8 +2375,8 @@ RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # 
 # (mu = 0), so they never touch its weights and stay out of its key; changing one never retrains the committed file.
 UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "temporal_warp_keys", "temporal_warp_on",
                            "strong_channel_dropout"),
-                  "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "gamma_mix",
-                            "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl", "nl_drop_threshold",
+                  "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "kl_weight",
+                            "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl", "nl_drop_threshold",
                             "supervised_warmup_epochs", "ssl_rampup_epochs", "oracle_pseudo_labels")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 

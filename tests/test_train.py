@@ -414,6 +414,29 @@ def test_diagnostics_of_the_unlabeled_path_against_a_slow_loop():
     assert float(terms["anl_true_negatives"]) == pytest.approx(hits / Bu)
 
 
+@pytest.mark.parametrize("threshold", ["0", "0.9"])
+def test_kl_weight_confidence_weights_each_clip_by_the_teachers_top_probability(threshold):
+    """--kl-weight confidence: the KL term equals standardized_kl with mask = teacher confidence (times the threshold's
+    0/1 mask when one is set). Reference: standardized_kl called directly on the logits ssl_losses saw."""
+    cfg, K, lab, unl, model, _ = one_step_inputs("--kl-weight", "confidence", "--kl-threshold", threshold)
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    _, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                             torch.Generator().manual_seed(3))
+    conf = t_logits.softmax(-1).max(-1).values
+    weight = conf * (conf >= float(threshold))
+    expect = fs.standardized_kl(seen["logits"][Bl:Bl + Bu], t_logits, cfg.train.kl_tau, weight)
+    assert 0 < float(weight.mean()) < 1 and float(terms["kl_used"]) == pytest.approx(float(weight.mean()))
+    assert float(terms["loss_kl"]) == pytest.approx(float(expect), rel=1e-6)
+    assert float(terms["loss_kl"]) != pytest.approx(float(fs.standardized_kl(seen["logits"][Bl:Bl + Bu], t_logits,
+                                                                             cfg.train.kl_tau)), rel=1e-3)
+
+
 def test_oracle_pseudo_labels_act_as_a_teacher_that_knows_the_labels():
     """--oracle-pseudo-labels with any teacher == a teacher whose logits are 10 x one-hot(true label)."""
     cfg, num_classes, lab, unl, model, random_teacher = one_step_inputs()
@@ -570,6 +593,7 @@ def test_unlabeled_settings_do_not_touch_a_labeled_only_run(tmp_path):
     other = {"--randaug-n": "2", "--randaug-m": "20", "--temporal-warp-p": "1", "--temporal-warp-keys": "1",
              "--temporal-warp-on": "all", "--strong-channel-dropout": "0.7", "--ema-momentum": "0.5",
              "--gamma-kl": "7", "--kl-tau": "9", "--no-kl-standardize": None, "--kl-threshold": "0.4",
+             "--kl-weight": "confidence",
              "--gamma-mix": "0", "--mix-beta": "1", "--mix-threshold": "0.9", "--no-mix-weighted": None,
              "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--supervised-warmup-epochs": "0.5",
              "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
