@@ -147,6 +147,9 @@ class DataConfig:
     temporal_warp_on: str = F_("partners", "strong view: warp only Tube TokenMix's partners (SVFormer's code) or all "
                                            "strong clips (the consistency losses too)", ("partners", "all"))
     strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p (SVFormer's dropout2d)", check="prob")
+    strong_crop: str = F_("shared", "strong view: the weak view's scale, crop and flip (shared) or its own draw of them "
+                                    "(own; SVFormer's code decodes and augments each view separately)",
+                          ("shared", "own"))
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
     std: list = F_([0.225, 0.225, 0.225], "per-channel std in [0, 1] for normalize_clips (SVFormer: 0.225)")
     labeled_batch: int = F_(1, "labeled clips per micro-batch per process (SVFormer: 1 per GPU); lowered, and logged, "
@@ -361,9 +364,10 @@ def seed_everything(seed: int) -> None:
 #   loader           seed                                      the DataLoader's own base seed (unused by the draws)
 #   synth_clip       synth_seed, clip                          a synthetic clip's content
 #   synth_noise      synth_seed, clip, frame                   its per-frame noise
+#   strong_crop      sample seed                               the strong view's own crop (--strong-crop own)
 # The labeled/unlabeled split: numpy's default_rng([split_seed, label]) per class (class_balanced_split, splits/).
 RNG_STREAMS = ("labeled_order", "unlabeled_order", "sample", "clip_start", "strong", "replacement", "device",
-               "dropout", "loader", "synth_clip", "synth_noise")
+               "dropout", "loader", "synth_clip", "synth_noise", "strong_crop")
 
 
 def stream_seed(name: str, *keys: int) -> int:
@@ -1019,7 +1023,7 @@ class ClipAugment:
         self.size, self.hflip = cfg.img_size, cfg.hflip
         self.short = (round(cfg.scale_min * cfg.img_size), round(cfg.scale_max * cfg.img_size))
         self.randaug = v2.RandAugment(cfg.randaug_n, cfg.randaug_m) if cfg.randaug_n > 0 else None
-        self.warp_p, self.warp_keys = cfg.temporal_warp_p, cfg.warp_keys
+        self.warp_p, self.warp_keys, self.strong_crop = cfg.temporal_warp_p, cfg.warp_keys, cfg.strong_crop
 
     def weak(self, video: torch.Tensor) -> torch.Tensor:
         """Scale jitter + random crop + flip on (T, C, H, W), done as crop-then-resize: the same result, but the resize
@@ -1043,8 +1047,12 @@ class ClipAugment:
             out = {"weak": weak.as_subclass(torch.Tensor)}
             if strong:  # RandAugment is the same on every frame, so it commutes with the warp's frame gather
                 g = torch.Generator().manual_seed(stream_seed("strong", seed))
-                _, out["warp"] = temporal_warp(weak, g, self.warp_p, self.warp_keys)
-                out["strong"] = (self.randaug(weak) if self.randaug else weak).as_subclass(torch.Tensor).contiguous()
+                base = weak
+                if self.strong_crop == "own":  # the same frames, another scale, crop and flip
+                    torch.default_generator.manual_seed(stream_seed("strong_crop", seed))
+                    base = self.weak(tv_tensors.Video(frames))
+                _, out["warp"] = temporal_warp(base, g, self.warp_p, self.warp_keys)
+                out["strong"] = (self.randaug(base) if self.randaug else base).as_subclass(torch.Tensor).contiguous()
         return out
 
 
@@ -2374,7 +2382,7 @@ RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # 
 # Settings that only the unlabeled path reads (strong view, teacher, unlabeled losses): stage 0 has no unlabeled clips
 # (mu = 0), so they never touch its weights and stay out of its key; changing one never retrains the committed file.
 UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "temporal_warp_keys", "temporal_warp_on",
-                           "strong_channel_dropout"),
+                           "strong_channel_dropout", "strong_crop"),
                   "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "kl_weight",
                             "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl", "nl_drop_threshold",
                             "supervised_warmup_epochs", "ssl_rampup_epochs", "oracle_pseudo_labels")}

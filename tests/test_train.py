@@ -593,7 +593,7 @@ def test_unlabeled_settings_do_not_touch_a_labeled_only_run(tmp_path):
     other = {"--randaug-n": "2", "--randaug-m": "20", "--temporal-warp-p": "1", "--temporal-warp-keys": "1",
              "--temporal-warp-on": "all", "--strong-channel-dropout": "0.7", "--ema-momentum": "0.5",
              "--gamma-kl": "7", "--kl-tau": "9", "--no-kl-standardize": None, "--kl-threshold": "0.4",
-             "--kl-weight": "confidence",
+             "--kl-weight": "confidence", "--strong-crop": "own",
              "--gamma-mix": "0", "--mix-beta": "1", "--mix-threshold": "0.9", "--no-mix-weighted": None,
              "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--supervised-warmup-epochs": "0.5",
              "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
