@@ -222,6 +222,9 @@ class TrainConfig:
     kl_threshold: float = F_(0.0, "mask the KL below this teacher confidence (0 = off; not stated)", check="nonneg")
     kl_weight: str = F_("none", "per-clip weight of the KL: none, or confidence (the teacher's top probability, which "
                                 "standardization discards; not stated)", ("none", "confidence"))
+    gamma_ce_strong: float = F_(0.0, "weight of SVFormer's own consistency: CE(student strong, teacher argmax) masked "
+                                     "at confidence >= mix_threshold (its gamma1 L_un; 0 = off: Full-SVFormer replaces "
+                                     "it with the KL)", check="nonneg")
     gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)", check="nonneg")
     mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumed: SVFormer fork)", check="pos")
     mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
@@ -1929,6 +1932,10 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     terms = {"loss_ce": ce.detach(), "loss_kl": kl.detach(), "loss_nl": anl.loss.detach(), "anl_k": anl.k,
              "anl_batch_k": anl.batch_k, "anl_negatives": anl.num_negatives / Bu,
              "mask_ratio": (conf >= t.mix_threshold).float().mean()}
+    if t.gamma_ce_strong > 0:  # SVFormer's L_un: hard pseudo-labels, masked as its L_mix (conf >= delta), mean over B
+        ce_s = (F.cross_entropy(logits_s, t_logits.argmax(-1), reduction="none") * (conf >= t.mix_threshold)).mean()
+        unlabeled = unlabeled + t.gamma_ce_strong * ce_s
+        terms["loss_ce_strong"] = ce_s.detach()
     if use_mix:
         target = tokenmix_targets(t_probs, perm, lam_a, t.mix_threshold)
         weight = tokenmix_weight(t_probs, perm, lam_a, t.mix_threshold) if t.mix_weighted else None
@@ -2384,8 +2391,9 @@ RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # 
 UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "temporal_warp_keys", "temporal_warp_on",
                            "strong_channel_dropout", "strong_crop"),
                   "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "kl_weight",
-                            "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl", "nl_drop_threshold",
-                            "supervised_warmup_epochs", "ssl_rampup_epochs", "oracle_pseudo_labels")}
+                            "gamma_ce_strong", "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl",
+                            "nl_drop_threshold", "supervised_warmup_epochs", "ssl_rampup_epochs",
+                            "oracle_pseudo_labels")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 

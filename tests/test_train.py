@@ -437,6 +437,28 @@ def test_kl_weight_confidence_weights_each_clip_by_the_teachers_top_probability(
                                                                              cfg.train.kl_tau)), rel=1e-3)
 
 
+def test_gamma_ce_strong_is_svformers_masked_hard_label_ce():
+    """--gamma-ce-strong: SVFormer's L_un, the mean over the batch of CE(student strong, teacher argmax) x (teacher
+    confidence >= delta), added to the loss with its weight. Reference: a loop over the clips with F.cross_entropy."""
+    cfg, K, lab, unl, model, _ = one_step_inputs("--gamma-ce-strong", "1.5", "--mix-threshold", "0.9")
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    loss, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                                torch.Generator().manual_seed(3))
+    s, p_t = seen["logits"][Bl:Bl + Bu].detach(), t_logits.softmax(-1)
+    kept = [i for i in range(Bu) if float(p_t[i].max()) >= 0.9]
+    assert 0 < len(kept) < Bu
+    ref = sum(float(torch.nn.functional.cross_entropy(s[i], p_t[i].argmax())) for i in kept) / Bu
+    assert float(terms["loss_ce_strong"]) == pytest.approx(ref, rel=1e-5)
+    rest = terms["loss_ce"] + 2 * terms["loss_kl"] + 2 * terms["loss_mix"] + terms["loss_nl"]
+    assert float(loss) == pytest.approx(float(rest + 1.5 * terms["loss_ce_strong"]), rel=1e-5)
+
+
 def test_oracle_pseudo_labels_act_as_a_teacher_that_knows_the_labels():
     """--oracle-pseudo-labels with any teacher == a teacher whose logits are 10 x one-hot(true label)."""
     cfg, num_classes, lab, unl, model, random_teacher = one_step_inputs()
@@ -593,7 +615,7 @@ def test_unlabeled_settings_do_not_touch_a_labeled_only_run(tmp_path):
     other = {"--randaug-n": "2", "--randaug-m": "20", "--temporal-warp-p": "1", "--temporal-warp-keys": "1",
              "--temporal-warp-on": "all", "--strong-channel-dropout": "0.7", "--ema-momentum": "0.5",
              "--gamma-kl": "7", "--kl-tau": "9", "--no-kl-standardize": None, "--kl-threshold": "0.4",
-             "--kl-weight": "confidence", "--strong-crop": "own",
+             "--kl-weight": "confidence", "--strong-crop": "own", "--gamma-ce-strong": "3",
              "--gamma-mix": "0", "--mix-beta": "1", "--mix-threshold": "0.9", "--no-mix-weighted": None,
              "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--supervised-warmup-epochs": "0.5",
              "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
