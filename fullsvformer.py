@@ -149,6 +149,9 @@ class DataConfig:
     temporal_warp_on: str = F_("partners", "strong view: warp only Tube TokenMix's partners (SVFormer's code) or all "
                                            "strong clips (the consistency losses too)", ("partners", "all"))
     strong_channel_dropout: float = F_(0.2, "strong view: channel dropout p (SVFormer's dropout2d)", check="prob")
+    strong_crop: str = F_("shared", "strong view: the weak view's scale, crop and flip (shared) or its own draw of them "
+                                    "(own; SVFormer's code decodes and augments each view separately)",
+                          ("shared", "own"))
     mean: list = F_([0.45, 0.45, 0.45], "per-channel mean in [0, 1] for normalize_clips (SVFormer: 0.45)")
     std: list = F_([0.225, 0.225, 0.225], "per-channel std in [0, 1] for normalize_clips (SVFormer: 0.225)")
     labeled_batch: int = F_(1, "labeled clips per micro-batch per process (SVFormer: 1 per GPU); lowered, and logged, "
@@ -219,6 +222,11 @@ class TrainConfig:
     kl_tau: float = F_(2.0, "temperature of the standardized KL (logit standardization's base tau = 2)", check="pos")
     kl_standardize: bool = F_(True, "standardize logits before the KL (the paper's idea); off = plain KL ablation")
     kl_threshold: float = F_(0.0, "mask the KL below this teacher confidence (0 = off; not stated)", check="nonneg")
+    kl_weight: str = F_("none", "per-clip weight of the KL: none, or confidence (the teacher's top probability, which "
+                                "standardization discards; not stated)", ("none", "confidence"))
+    gamma_ce_strong: float = F_(0.0, "weight of SVFormer's own consistency: CE(student strong, teacher argmax) masked "
+                                     "at confidence >= mix_threshold (its gamma1 L_un; 0 = off: Full-SVFormer replaces "
+                                     "it with the KL)", check="nonneg")
     gamma_mix: float = F_(2.0, "weight of the Tube TokenMix loss (assumption: SVFormer's gamma2 = 2)", check="nonneg")
     mix_beta: float = F_(10.0, "Tube TokenMix lambda ~ Beta(mix_beta, mix_beta) (assumed: SVFormer fork)", check="pos")
     mix_threshold: float = F_(0.3, "Tube TokenMix: teacher confidence for a one-hot target, else soft (delta = 0.3 for "
@@ -363,9 +371,10 @@ def seed_everything(seed: int) -> None:
 #   loader           seed                                      the DataLoader's own base seed (unused by the draws)
 #   synth_clip       synth_seed, clip                          a synthetic clip's content
 #   synth_noise      synth_seed, clip, frame                   its per-frame noise
+#   strong_crop      sample seed                               the strong view's own crop (--strong-crop own)
 # The labeled/unlabeled split: numpy's default_rng([split_seed, label]) per class (class_balanced_split, splits/).
 RNG_STREAMS = ("labeled_order", "unlabeled_order", "sample", "clip_start", "strong", "replacement", "device",
-               "dropout", "loader", "synth_clip", "synth_noise")
+               "dropout", "loader", "synth_clip", "synth_noise", "strong_crop")
 
 
 def stream_seed(name: str, *keys: int) -> int:
@@ -1063,7 +1072,7 @@ class ClipAugment:
         self.size, self.hflip = cfg.img_size, cfg.hflip
         self.short = (round(cfg.scale_min * cfg.img_size), round(cfg.scale_max * cfg.img_size))
         self.randaug = v2.RandAugment(cfg.randaug_n, cfg.randaug_m) if cfg.randaug_n > 0 else None
-        self.warp_p, self.warp_keys = cfg.temporal_warp_p, cfg.warp_keys
+        self.warp_p, self.warp_keys, self.strong_crop = cfg.temporal_warp_p, cfg.warp_keys, cfg.strong_crop
 
     def weak(self, video: torch.Tensor) -> torch.Tensor:
         """Scale jitter + random crop + flip on (T, C, H, W), done as crop-then-resize: the same result, but the resize
@@ -1087,8 +1096,12 @@ class ClipAugment:
             out = {"weak": weak.as_subclass(torch.Tensor)}
             if strong:  # RandAugment is the same on every frame, so it commutes with the warp's frame gather
                 g = torch.Generator().manual_seed(stream_seed("strong", seed))
-                _, out["warp"] = temporal_warp(weak, g, self.warp_p, self.warp_keys)
-                out["strong"] = (self.randaug(weak) if self.randaug else weak).as_subclass(torch.Tensor).contiguous()
+                base = weak
+                if self.strong_crop == "own":  # the same frames, another scale, crop and flip
+                    torch.default_generator.manual_seed(stream_seed("strong_crop", seed))
+                    base = self.weak(tv_tensors.Video(frames))
+                _, out["warp"] = temporal_warp(base, g, self.warp_p, self.warp_keys)
+                out["strong"] = (self.randaug(base) if self.randaug else base).as_subclass(torch.Tensor).contiguous()
         return out
 
 
@@ -1664,6 +1677,7 @@ class ANLResult(NamedTuple):
     k: torch.Tensor  # 0-d int64: the k whose negatives the loss used
     batch_k: torch.Tensor  # 0-d int64: the smallest k that holds on this batch (step 2 below)
     num_negatives: torch.Tensor  # 0-d int64: negative (sample, class) pairs, after dropping
+    negatives: torch.Tensor  # (B, K) bool: the negative pairs themselves (for diagnostics)
 
 
 def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_logits: torch.Tensor,
@@ -1696,7 +1710,7 @@ def adaptive_negative_loss(student_strong_logits: torch.Tensor, teacher_weak_log
     negative = (rank_t >= k) & (p_s.detach() <= drop_threshold)  # (B, K)
     nl = -torch.log(1 - p_s + 1e-10)  # (B, K); finite everywhere thanks to the 1e-10, so masking by * is safe
     loss = (nl * negative).sum() / max(B, 1)
-    return ANLResult(loss, torch.as_tensor(k, device=s.device), batch_k, negative.sum())
+    return ANLResult(loss, torch.as_tensor(k, device=s.device), batch_k, negative.sum(), negative)
 
 
 def sample_lambda(beta: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -1967,25 +1981,41 @@ def ssl_losses(student: nn.Module, teacher: nn.Module, lab: dict, unl: dict | No
     ce = F.cross_entropy(logits_l, yl)
     conf = t_probs.max(dim=-1).values
     kl_mask = (conf >= t.kl_threshold).float() if t.kl_threshold > 0 else None
+    if t.kl_weight == "confidence":  # Z(t) looks the same for a sure and an unsure teacher: give the KL back its weight
+        kl_mask = conf if kl_mask is None else kl_mask * conf
     kl = standardized_kl(logits_s, t_logits, t.kl_tau, kl_mask, standardize=t.kl_standardize)
     anl = adaptive_negative_loss(logits_s, t_logits, t.nl_drop_threshold, anl_k)
     unlabeled = t.gamma_kl * kl + t.gamma_nl * anl.loss
     terms = {"loss_ce": ce.detach(), "loss_kl": kl.detach(), "loss_nl": anl.loss.detach(), "anl_k": anl.k,
              "anl_batch_k": anl.batch_k, "anl_negatives": anl.num_negatives / Bu,
              "mask_ratio": (conf >= t.mix_threshold).float().mean()}
+    if t.gamma_ce_strong > 0:  # SVFormer's L_un: hard pseudo-labels, masked as its L_mix (conf >= delta), mean over B
+        ce_s = (F.cross_entropy(logits_s, t_logits.argmax(-1), reduction="none") * (conf >= t.mix_threshold)).mean()
+        unlabeled = unlabeled + t.gamma_ce_strong * ce_s
+        terms["loss_ce_strong"] = ce_s.detach()
     if use_mix:
         target = tokenmix_targets(t_probs, perm, lam_a, t.mix_threshold)
         weight = tokenmix_weight(t_probs, perm, lam_a, t.mix_threshold) if t.mix_weighted else None
         mix = tokenmix_loss(logits[Bl + Bu:], target, weight)
         unlabeled = unlabeled + t.gamma_mix * mix
         terms["loss_mix"] = mix.detach()
+    # Diagnostics (no host sync). The KL's gradient scales as tau * gamma_kl / std(student logits), so the student's
+    # logit scale tells how hard the KL pulls; ANL's negative mass is what its loss pushes down.
+    p_s = logits_s.detach().softmax(dim=-1)
+    terms["logit_scale"] = logits_s.detach().std(dim=-1).mean()
+    terms["kl_used"] = kl_mask.mean() if kl_mask is not None else torch.ones((), device=device)  # mean clip weight
+    terms["anl_neg_mass"] = (p_s * anl.negatives).sum(dim=-1).mean()
     # Pseudo-label accuracy against the hidden true labels (the key SSL diagnostic); label -1 = unknown. NaN (0 / 0,
-    # no host sync) when no clip's label is known: an accuracy that cannot be measured is not 0.
+    # no host sync) when no clip's label is known: an accuracy that cannot be measured is not 0. ANL's negatives
+    # that hit the true class, per clip: log_train turns them into the negatives' precision.
     if y_true is None:
         terms["pseudo_label_acc"] = torch.full((), float("nan"), device=device)
     else:
         known = y_true >= 0
         terms["pseudo_label_acc"] = ((t_logits.argmax(-1) == y_true) & known).sum() / known.sum()
+        neg_known = anl.negatives & known[:, None]  # (Bu, K)
+        terms["anl_known_negatives"] = neg_known.sum() / Bu
+        terms["anl_true_negatives"] = neg_known.gather(-1, y_true.clamp(min=0)[:, None]).sum() / Bu
     return ce + ssl_weight * unlabeled, terms
 
 
@@ -2211,6 +2241,10 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips
         s["train_time_s"] += dt
+    # ANL's precision: the share of its negatives (of clips with a known label) that are not the clip's true class.
+    if "anl_true_negatives" in row:
+        true, negs = row.pop("anl_true_negatives"), row.pop("anl_known_negatives")
+        row["anl_neg_precision"] = 1 - true / negs if negs > 0 else None
     run.warm, run.meter = True, {}
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
@@ -2460,20 +2494,27 @@ STAGE0 = {"model": dict(pretrained=""),
 STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
 RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
                 "train": ("device", "amp", "compile", "out", "resume", "log_every", "tensorboard")}
+# Settings that only the unlabeled path reads (strong view, teacher, unlabeled losses): stage 0 has no unlabeled clips
+# (mu = 0), so they never touch its weights and stay out of its key; changing one never retrains the committed file.
+UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "temporal_warp_keys", "temporal_warp_on",
+                           "strong_channel_dropout", "strong_crop"),
+                  "train": ("ema_momentum", "gamma_kl", "kl_tau", "kl_standardize", "kl_threshold", "kl_weight",
+                            "gamma_ce_strong", "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl",
+                            "nl_drop_threshold", "supervised_warmup_epochs", "ssl_rampup_epochs",
+                            "oracle_pseudo_labels")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
 def stage0_config(cfg: Config) -> tuple[Config, str]:
     """Stage 0's config for run cfg (the synthetic preset, cfg's model, frame geometry and runtime settings, STAGE0 on
-    top) and its key: a hash of that config, runtime settings excepted (a default that stage 0 never uses, such as an
-    unlabeled-loss weight, still changes it)."""
+    top) and its key: a hash of what stage 0's training reads, i.e. that config without RUNTIME_KEYS and UNLABELED_KEYS."""
     d, run = config_to_dict(config_from_dict(PRESETS["synthetic"])), config_to_dict(cfg)
     d["model"].update(run["model"])
     for s in ("data", "train"):
         d[s].update({k: run[s][k] for k in STAGE0_FROM_RUN[s] + RUNTIME_KEYS[s]})
     pre = config_from_dict(STAGE0, config_from_dict(d))
-    kept = {s: {k: v for k, v in sec.items() if k not in RUNTIME_KEYS.get(s, ())}
-            for s, sec in config_to_dict(pre).items()}
+    skip = {s: RUNTIME_KEYS.get(s, ()) + UNLABELED_KEYS.get(s, ()) for s in SECTIONS}
+    kept = {s: {k: v for k, v in sec.items() if k not in skip[s]} for s, sec in config_to_dict(pre).items()}
     return pre, hashlib.sha256(yaml.safe_dump(kept).encode()).hexdigest()[:12]
 
 

@@ -1,6 +1,7 @@
 """Training curves of one run as PNGs.
 
     python bench/plot.py RUN_DIR [--out DIR]        (DIR defaults to RUN_DIR/plots)
+    python bench/plot.py --compare RUN_DIR... --out FILE.png     (several runs on one figure)
 
 Reads RUN_DIR/metrics.jsonl (one JSON object per line; "kind" is "train" or "eval", a line without "kind"
 counts as train) and writes one PNG per figure below, x = step. A key that no line has is skipped with a note
@@ -110,12 +111,55 @@ def plot_run(run_dir, out_dir=None) -> dict:
     return {"written": written, "skipped": skipped}
 
 
+COMPARE = (("train", "pseudo_label_acc", "pseudo-label accuracy (teacher, weak view)"),
+           ("eval", "top1", "student top-1 (%), 1-view eval"))
+
+
+def plot_compare(run_dirs, out_file) -> dict:
+    """One figure of several runs: pseudo-label accuracy and the student's test top-1 against the epoch (step / the
+    run's steps per epoch, so runs of other lengths share the axis), a line per run named by its directory."""
+    runs = {Path(d).name: read_metrics(Path(d) / "metrics.jsonl") for d in run_dirs}
+    fig, axes = plt.subplots(1, len(COMPARE), figsize=(6 * len(COMPARE), 4), squeeze=False)
+    skipped = []
+    for ax, (kind, key, title) in zip(axes[0], COMPARE):
+        for name, records in runs.items():
+            evals = [r for r in records if r.get("kind") == "eval" and "epoch" in r]
+            per_epoch = evals[-1]["step"] / evals[-1]["epoch"] if evals and evals[-1]["epoch"] else None
+            xs, ys = _series([r for r in records if r.get("kind", "train") == kind], key)
+            if not ys or per_epoch is None:
+                skipped.append(f"{name}: no {kind} line with {key}" if not ys else f"{name}: no eval line to scale "
+                               "steps to epochs")
+                continue
+            ax.plot([x / per_epoch for x in xs], ys, label=name, marker="o" if kind == "eval" else None, markersize=3)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    Path(out_file).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_file, dpi=100)
+    plt.close(fig)
+    for note in skipped:
+        print(f"plot.py: {note}", file=sys.stderr)
+    return {"written": [Path(out_file)], "skipped": skipped}
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir", metavar="RUN_DIR", help="run directory holding metrics.jsonl")
-    p.add_argument("--out", type=Path, help="where the PNGs go (default RUN_DIR/plots)")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+", help="run directory holding metrics.jsonl (several with "
+                                                                 "--compare)")
+    p.add_argument("--compare", action="store_true", help="draw every RUN_DIR on one figure, written to --out FILE")
+    p.add_argument("--out", type=Path, help="where the PNGs go (default RUN_DIR/plots); with --compare, the PNG file")
     args = p.parse_args(argv)
-    result = plot_run(args.run_dir, args.out)
+    if args.compare:
+        if args.out is None:
+            p.error("--compare needs --out FILE.png")
+        result = plot_compare(args.run_dir, args.out)
+    elif len(args.run_dir) > 1:
+        p.error("several RUN_DIRs need --compare")
+    else:
+        result = plot_run(args.run_dir[0], args.out)
     for path in result["written"]:
         print(path)
     return result

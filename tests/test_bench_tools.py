@@ -224,6 +224,36 @@ def test_plot_errors_name_file_and_line(plot, tmp_path):
         plot.plot_run(d)
 
 
+def test_plot_compare_draws_every_run_on_one_figure(plot, tmp_path, capsys):
+    """--compare: one PNG with a line per run in each panel; x is the epoch (step / steps per epoch from the eval lines),
+    so a run without eval lines is skipped with a note."""
+    dirs = [make_run(tmp_path, f"r{i}", metrics=full_metrics(4 + 2 * i)) for i in range(2)]
+    no_eval = make_run(tmp_path, "train_only", metrics=[m for m in full_metrics() if m["kind"] == "train"])
+    result = plot.main(["--compare", *map(str, dirs + [no_eval]), "--out", str(tmp_path / "cmp.png")])
+    assert_png(tmp_path / "cmp.png")
+    assert result["written"] == [tmp_path / "cmp.png"]
+    assert result["skipped"] == ["train_only: no eval line to scale steps to epochs", "train_only: no eval line with top1"]
+    assert "train_only" in capsys.readouterr().err
+    lines = {}
+    real = plot.plt.Axes.plot
+    plot.plt.Axes.plot = lambda ax, xs, ys, label=None, **k: lines.setdefault(label, []).append((list(xs), list(ys)))
+    try:
+        plot.plot_compare(dirs, tmp_path / "cmp2.png")
+    finally:
+        plot.plt.Axes.plot = real
+    # full_metrics: evals every 20 steps at epochs 1, 3, 5: 10 steps per epoch; pseudo-label points every 10 steps.
+    assert lines["r0"][0] == ([0.0, 1.0, 2.0, 3.0], [0.5] * 4) and lines["r0"][1] == ([1.0, 3.0], [10.0, 30.0])
+    assert len(lines["r1"][0][0]) == 6
+
+
+def test_plot_needs_compare_for_several_runs(plot, tmp_path):
+    dirs = [make_run(tmp_path, f"r{i}", metrics=full_metrics()) for i in range(2)]
+    with pytest.raises(SystemExit):
+        plot.main([str(d) for d in dirs])
+    with pytest.raises(SystemExit):
+        plot.main(["--compare", str(dirs[0])])  # no --out
+
+
 def test_compare_plot_flag_plots_every_run(plot, tmp_path):
     dirs = [make_run(tmp_path, f"r{i}", top1=30.0 + i, metrics=full_metrics(3)) for i in range(2)]
     compare.main([str(d) for d in dirs] + ["--plot"])

@@ -235,6 +235,25 @@ def test_weak_and_strong_views_share_their_frames():
     assert torch.equal(v1["strong"], v2["strong"]) and torch.equal(v1["weak"], v2["weak"])
 
 
+def test_strong_crop_own_draws_its_own_crop_from_the_same_frames():
+    """--strong-crop own: the strong view is the weak transform drawn again from the strong_crop stream (reference:
+    ClipAugment.weak called with that seed by hand), so it differs from the weak view; the weak view is unchanged."""
+    from torchvision import tv_tensors
+    own = fs.ClipAugment(cfg(img_size=32, randaug_n=0, hflip=0.5, strong_crop="own"))
+    shared = fs.ClipAugment(cfg(img_size=32, randaug_n=0, hflip=0.5))
+    frames = torch.randint(0, 255, (8, 3, 40, 60), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    differ = 0
+    for seed in range(10):
+        v, w = own(frames, seed, strong=True), shared(frames, seed, strong=True)
+        assert torch.equal(v["weak"], w["weak"]) and torch.equal(v["warp"], w["warp"])
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(fs.stream_seed("strong_crop", seed))
+            ref = own.weak(tv_tensors.Video(frames)).as_subclass(torch.Tensor)
+        assert torch.equal(v["strong"], ref)
+        differ += not torch.equal(v["strong"], v["weak"])
+    assert differ >= 8
+
+
 def test_randaugment_commutes_with_the_warp():
     """The loader sends the strong clip unwarped with the warp's frame index; the step gathers the frames. RandAugment is
     the same on every frame, so this equals warping first (reference: RandAugment on the warped frames, same seed)."""

@@ -66,10 +66,14 @@ def test_metrics_log_has_every_term(tiny_run):
     evals = [r for r in rows if r["kind"] == "eval"]
     assert [r["step"] for r in train] == list(range(1, 13))
     for k in ("loss", "loss_ce", "loss_kl", "loss_mix", "loss_nl", "mask_ratio", "anl_k", "anl_negatives",
-              "pseudo_label_acc", "lr", "clips_per_s", "bad_videos"):
+              "pseudo_label_acc", "lr", "clips_per_s", "bad_videos", "logit_scale", "kl_used", "anl_neg_mass",
+              "anl_neg_precision"):
         assert k in train[0], k
-    # The first step has no measured k yet: k = K = 3 leaves no negative, so ANL's loss is exactly 0 there.
+    # The first step has no measured k yet: k = K = 3 leaves no negative, so ANL's loss is exactly 0 there, and its
+    # precision is undefined.
     assert train[0]["anl_k"] == 3 and train[0]["loss_nl"] == 0 and train[0]["anl_negatives"] == 0
+    assert train[0]["anl_neg_precision"] is None and train[0]["anl_neg_mass"] == 0 and train[0]["kl_used"] == 1
+    assert any(r["anl_negatives"] > 0 and r["anl_neg_precision"] is not None for r in train)
     assert [r["epoch"] for r in evals] == [1, 2]  # the last epoch's too, so best.pt compares 1-view figures only
     # The logged total is the weighted sum of the logged terms (defaults: 2 KL + 2 mix + 1 NL).
     r = train[-1]
@@ -376,6 +380,85 @@ def test_ssl_rampup_scales_only_the_unlabeled_losses():
             assert torch.equal(loss, terms["loss_ce"])  # weight 0: labeled CE alone
 
 
+def test_diagnostics_of_the_unlabeled_path_against_a_slow_loop():
+    """logit_scale, kl_used, anl_neg_mass and ANL's negatives that hit the true class, from ssl_losses, against the
+    same quantities counted clip by clip and class by class from the logits it saw (reference: plain Python loops)."""
+    cfg, K, lab, unl, model, _ = one_step_inputs("--kl-threshold", "0.9")
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    g = torch.Generator().manual_seed(0)
+    t_logits = torch.randn(Bu, K, generator=g) * 3
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    k = torch.tensor(2)
+    _, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                             torch.Generator().manual_seed(3), anl_k=k)
+    s = seen["logits"][Bl:Bl + Bu].detach()
+    p_s, p_t = s.softmax(-1), t_logits.softmax(-1)
+    y = unl["label"].tolist()
+    scale = sum(float(s[i].std()) for i in range(Bu)) / Bu
+    used = sum(float(p_t[i].max()) >= 0.9 for i in range(Bu)) / Bu
+    mass, hits, count = 0.0, 0, 0
+    for i in range(Bu):
+        top = sorted(range(K), key=lambda c: -float(t_logits[i, c]))[:int(k)]
+        for c in range(K):
+            if c not in top and float(p_s[i, c]) <= cfg.train.nl_drop_threshold:
+                mass, count, hits = mass + float(p_s[i, c]), count + 1, hits + (c == y[i])
+    assert count > 0 and 0 < used < 1  # the draw exercises both sides of the mask and has negatives
+    assert float(terms["logit_scale"]) == pytest.approx(scale, rel=1e-5)
+    assert float(terms["kl_used"]) == pytest.approx(used)
+    assert float(terms["anl_neg_mass"]) == pytest.approx(mass / Bu, rel=1e-5)
+    assert float(terms["anl_known_negatives"]) == pytest.approx(count / Bu)
+    assert float(terms["anl_true_negatives"]) == pytest.approx(hits / Bu)
+
+
+@pytest.mark.parametrize("threshold", ["0", "0.9"])
+def test_kl_weight_confidence_weights_each_clip_by_the_teachers_top_probability(threshold):
+    """--kl-weight confidence: the KL term equals standardized_kl with mask = teacher confidence (times the threshold's
+    0/1 mask when one is set). Reference: standardized_kl called directly on the logits ssl_losses saw."""
+    cfg, K, lab, unl, model, _ = one_step_inputs("--kl-weight", "confidence", "--kl-threshold", threshold)
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    _, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                             torch.Generator().manual_seed(3))
+    conf = t_logits.softmax(-1).max(-1).values
+    weight = conf * (conf >= float(threshold))
+    expect = fs.standardized_kl(seen["logits"][Bl:Bl + Bu], t_logits, cfg.train.kl_tau, weight)
+    assert 0 < float(weight.mean()) < 1 and float(terms["kl_used"]) == pytest.approx(float(weight.mean()))
+    assert float(terms["loss_kl"]) == pytest.approx(float(expect), rel=1e-6)
+    assert float(terms["loss_kl"]) != pytest.approx(float(fs.standardized_kl(seen["logits"][Bl:Bl + Bu], t_logits,
+                                                                             cfg.train.kl_tau)), rel=1e-3)
+
+
+def test_gamma_ce_strong_is_svformers_masked_hard_label_ce():
+    """--gamma-ce-strong: SVFormer's L_un, the mean over the batch of CE(student strong, teacher argmax) x (teacher
+    confidence >= delta), added to the loss with its weight. Reference: a loop over the clips with F.cross_entropy."""
+    cfg, K, lab, unl, model, _ = one_step_inputs("--gamma-ce-strong", "1.5", "--mix-threshold", "0.9")
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    loss, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                                torch.Generator().manual_seed(3))
+    s, p_t = seen["logits"][Bl:Bl + Bu].detach(), t_logits.softmax(-1)
+    kept = [i for i in range(Bu) if float(p_t[i].max()) >= 0.9]
+    assert 0 < len(kept) < Bu
+    ref = sum(float(torch.nn.functional.cross_entropy(s[i], p_t[i].argmax())) for i in kept) / Bu
+    assert float(terms["loss_ce_strong"]) == pytest.approx(ref, rel=1e-5)
+    rest = terms["loss_ce"] + 2 * terms["loss_kl"] + 2 * terms["loss_mix"] + terms["loss_nl"]
+    assert float(loss) == pytest.approx(float(rest + 1.5 * terms["loss_ce_strong"]), rel=1e-5)
+
+
 def test_oracle_pseudo_labels_act_as_a_teacher_that_knows_the_labels():
     """--oracle-pseudo-labels with any teacher == a teacher whose logits are 10 x one-hot(true label)."""
     cfg, num_classes, lab, unl, model, random_teacher = one_step_inputs()
@@ -509,6 +592,8 @@ def test_stage0_is_trained_once_cached_and_loaded(tmp_path, monkeypatch):
     # runtime settings do not change the key; the architecture does
     assert fs.stage0_config(fs.parse_config(flags + ["--workers", "1", "--log-every", "7"])[0])[1] == fs.stage0_config(cfg)[1]
     assert fs.stage0_config(fs.parse_config(flags + ["--embed-dim", "16"])[0])[1] != fs.stage0_config(cfg)[1]
+    assert fs.stage0_config(fs.parse_config(flags + ["--gamma-kl", "0.5", "--randaug-n", "3"])[0])[1] == \
+        fs.stage0_config(cfg)[1]  # the unlabeled path's settings do not either (see the next test)
     committed = tmp_path / "committed" / f"stage0-{fs.stage0_config(cfg)[1]}.safetensors"
     committed.parent.mkdir()
     committed.write_bytes(path.read_bytes())
@@ -519,6 +604,26 @@ def test_stage0_is_trained_once_cached_and_loaded(tmp_path, monkeypatch):
     got = run.model.state_dict()
     same = [k for k in stage0 if not k.startswith(("head.", "time_embed"))]
     assert same and all(torch.equal(got[k], stage0[k]) for k in same)
+
+
+def test_unlabeled_settings_do_not_touch_a_labeled_only_run(tmp_path):
+    """UNLABELED_KEYS stay out of stage 0's key because a labeled-only run (mu = 0, as stage 0) never reads them:
+    changing every one of them leaves the trained weights bit-identical (reference: the run with the defaults)."""
+    torch.set_num_threads(1)
+    flags = TINY + ["--mu", "0", "--epochs", "1", "--eval-every", "0"]
+    fs.main(flags + ["--out", str(tmp_path / "a")])
+    other = {"--randaug-n": "2", "--randaug-m": "20", "--temporal-warp-p": "1", "--temporal-warp-keys": "1",
+             "--temporal-warp-on": "all", "--strong-channel-dropout": "0.7", "--ema-momentum": "0.5",
+             "--gamma-kl": "7", "--kl-tau": "9", "--no-kl-standardize": None, "--kl-threshold": "0.4",
+             "--kl-weight": "confidence", "--strong-crop": "own", "--gamma-ce-strong": "3",
+             "--gamma-mix": "0", "--mix-beta": "1", "--mix-threshold": "0.9", "--no-mix-weighted": None,
+             "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--supervised-warmup-epochs": "0.5",
+             "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
+    named = {f.replace("--no-", "--").lstrip("-").replace("-", "_") for f in other}
+    assert named == {k for keys in fs.UNLABELED_KEYS.values() for k in keys}  # every key of the list is varied
+    fs.main(flags + [x for f, v in other.items() for x in (f, v) if x is not None] + ["--out", str(tmp_path / "b")])
+    a, b = (torch.load(tmp_path / r / "last.pt", weights_only=True)["model"] for r in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_demo_stage0_is_committed():

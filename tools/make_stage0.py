@@ -4,7 +4,7 @@
 
 Stage 0 trains for the architecture and frame geometry that the flags give (see fullsvformer.stage0_config) into a
 fresh cache directory, then pretrained/stage0-<key>.safetensors is written, the key being a hash of every setting that
-changes the weights. `--pretrained synthetic` finds the file there and never trains it again. Training is
+stage 0's training reads (fullsvformer.stage0_config). `--pretrained synthetic` finds the file there and never trains it again. Training is
 deterministic on one machine: a rerun on the same machine (CPU model, thread count, torch version) writes the same
 bytes, which this script checks when the file already exists. Another CPU model gives slightly different floats.
 """
