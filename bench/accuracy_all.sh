@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every accuracy table in bench/README.md, from scratch: ~90 minutes on 2 cores (two single-thread runs at a time).
 # Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
-#   bash bench/accuracy_all.sh [tuning|recipe|table]   # one part, or all three in this order
+# A command whose --out file exists is skipped (an interrupted run of this script resumes): delete it to remeasure.
+#   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|table]   # one part, or all in this order
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=bench/results
@@ -35,8 +36,62 @@ ema0.9227 1pc --ema-momentum 0.9227
 ema0.99 1pc --ema-momentum 0.99
 LIST
 fi
+if [[ $part == all || $part == grid ]]; then
+  # Issue 17's even grid: supervised-only and the full method over the same lr x length cells per regime, seeds 0-2
+  # (a cell already on disk is not rerun); all_labels' length.
+  while read -r regime variant lr ep; do
+    f=$R/grid17/${regime}_${variant}_lr${lr}_e${ep}.json
+    [[ $variant == all_labels ]] && f=$R/grid17/all_labels_lr${lr}_e${ep}.json
+    cmds+=("$A --regimes $regime --variants $variant --seeds 0,1,2 --extra='--lr $lr --epochs $ep' --out $f")
+  done <<'LIST'
+10pc supervised 5e-4 6
+10pc supervised 1e-3 6
+10pc supervised 2e-3 6
+10pc supervised 2e-3 3
+10pc supervised 1e-3 12
+10pc full 1e-3 3
+10pc full 1e-3 6
+10pc full 2e-3 6
+10pc full 4e-3 6
+10pc full 2e-3 3
+10pc full 1e-3 12
+40pc supervised 1e-3 3
+40pc supervised 1e-3 6
+40pc supervised 2e-3 3
+40pc supervised 2e-3 6
+40pc full 1e-3 3
+40pc full 1e-3 6
+40pc full 2e-3 3
+40pc full 2e-3 6
+1pc all_labels 5e-4 6
+1pc all_labels 5e-4 12
+1pc all_labels 1e-3 6
+LIST
+fi
+if [[ $part == all || $part == hyp10 ]]; then
+  # Issue 17's hypotheses at 10 labels per class, one change at a time from the full method at lr 1e-3, 6 epochs.
+  while read -r name flags; do
+    cmds+=("$A --regimes 10pc --variants full --seeds 0,1,2 --extra='--lr 1e-3 --epochs 6 $flags' --out $R/hyp10/$name.json")
+  done <<'LIST'
+kl_threshold0.5 --kl-threshold 0.5
+kl_threshold0.8 --kl-threshold 0.8
+kl_weight_conf --kl-weight confidence
+kl_tau1 --kl-tau 1
+kl_tau4 --kl-tau 4
+gamma_kl1 --gamma-kl 1
+no_anl --gamma-nl 0
+warmup1 --supervised-warmup-epochs 1
+strong_crop_own --strong-crop own
+randaug2 --randaug-n 2
+ce_strong2_no_kl --gamma-kl 0 --gamma-ce-strong 2
+ce_strong2_plus_kl --gamma-ce-strong 2
+LIST
+fi
 lane() {  # every other command, from $1: two lanes share the 2 cores
-  for ((i = $1; i < ${#cmds[@]}; i += 2)); do eval "${cmds[i]}" > /dev/null; echo "done: ${cmds[i]}"; done
+  for ((i = $1; i < ${#cmds[@]}; i += 2)); do
+    [[ -f ${cmds[i]##* } ]] && continue  # the --out file exists: measured already
+    eval "${cmds[i]}" > /dev/null; echo "done: ${cmds[i]}"
+  done
 }
 if (( ${#cmds[@]} )); then
   lane 0 & lane 1 & wait
