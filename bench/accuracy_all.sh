@@ -2,7 +2,7 @@
 # Every accuracy table in bench/README.md, from scratch: ~90 minutes on 2 cores (two single-thread runs at a time).
 # Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
 # A command whose --out file exists is skipped (an interrupted run of this script resumes): delete it to remeasure.
-#   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|table]   # one part, or all in this order
+#   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|curves|table]   # one part, or all in this order
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=bench/results
@@ -86,6 +86,20 @@ randaug2 --randaug-n 2
 ce_strong2_no_kl --gamma-kl 0 --gamma-ce-strong 2
 ce_strong2_plus_kl --gamma-ce-strong 2
 LIST
+fi
+if [[ $part == all || $part == curves ]]; then
+  # The figure of bench/README.md: full vs supervised-only over training, seed 0, a 1-view eval every epoch; the
+  # 10-label runs at lr 1e-3 for 6 epochs, both (checkpoints are deleted, metrics.jsonl and summary.json kept).
+  C=$R/curves
+  B="--dataset synthetic --eval-every 1 --log-every 10 --device cpu --workers 0 --seed 0 --split-seed 0"
+  S="--gamma-kl 0 --gamma-mix 0 --gamma-nl 0"
+  for run in "1pc-full --labeled 0.01" "1pc-supervised --labeled 0.01 $S" "10pc-full --labeled 0.1 --lr 1e-3 --epochs 6" \
+             "10pc-supervised --labeled 0.1 --lr 1e-3 --epochs 6 $S"; do
+    set -- $run; name=$1; shift
+    [[ -f $C/$name/summary.json ]] || OMP_NUM_THREADS=1 python fullsvformer.py $B "$@" --out $C/$name > /dev/null
+    rm -f $C/$name/*.pt
+  done
+  python bench/plot.py --compare $C/1pc-supervised $C/1pc-full $C/10pc-supervised $C/10pc-full --out $C/curves.png
 fi
 lane() {  # every other command, from $1: two lanes share the 2 cores
   for ((i = $1; i < ${#cmds[@]}; i += 2)); do
