@@ -2037,8 +2037,8 @@ def train(cfg: Config, distributed: bool = True) -> dict:
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
     for epoch in range(s["epoch"], t.epochs):
         run.student.train()
-        bar = tqdm(total=run.steps_per_epoch, initial=s["micro"] // run.accum, desc=f"epoch {epoch}", unit="step",
-                   disable=run.rank != 0, dynamic_ncols=True)
+        bar = tqdm(total=run.steps_per_epoch, initial=s["micro"] // run.accum, desc=f"epoch {epoch + 1}/{t.epochs}",
+                   unit="step", disable=run.rank != 0, dynamic_ncols=True)  # epochs count from 1 wherever shown
         t_log = time.perf_counter()
         for lab, unl in train_batches(run.data, epoch, s["micro"], run.rank, run.world, end_step=end):
             first, last = s["micro"] % run.accum == 0, (s["micro"] + 1) % run.accum == 0
@@ -2129,7 +2129,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     s, m = run.state, run.meter
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
-    row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
+    row = {"kind": "train", "step": s["step"], "epoch": epoch + 1, "lr": lr, "clips_per_s": clips / dt,
            "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run), **{k: float(v) / n for k, v in m.items()}}
     if not run.compiled or run.warm:  # the run's clips/s leaves out the first interval of a compiled run (compiling)
         s["train_clips"] += clips

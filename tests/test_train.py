@@ -71,6 +71,8 @@ def test_metrics_log_has_every_term(tiny_run):
     # The first step has no measured k yet: k = K = 3 leaves no negative, so ANL's loss is exactly 0 there.
     assert train[0]["anl_k"] == 3 and train[0]["loss_nl"] == 0 and train[0]["anl_negatives"] == 0
     assert [r["epoch"] for r in evals] == [1, 2]  # the last epoch's too, so best.pt compares 1-view figures only
+    # One numbering everywhere: the eval after epoch 1 and the steps of epoch 1 both say epoch 1 (6 steps an epoch).
+    assert [r["epoch"] for r in train] == [1] * 6 + [2] * 6
     # The logged total is the weighted sum of the logged terms (defaults: 2 KL + 2 mix + 1 NL).
     r = train[-1]
     assert r["loss"] == pytest.approx(r["loss_ce"] + 2 * r["loss_kl"] + 2 * r["loss_mix"] + r["loss_nl"], rel=1e-4)
