@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -236,7 +237,7 @@ class TrainConfig:
     amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
     compile: str = F_("auto", "torch.compile the student and teacher forwards: auto = on CUDA only (on a CPU ~1 min of "
                               "compilation for no gain), on (--compile), off (--no-compile)", ("auto", "on", "off"))
-    out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
+    out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>-<pid>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
     # On 8 GPUs an epoch of UCF-101 1% takes ~7 s, a 1-view eval ~2-4 s and a 1.5 GB checkpoint ~2 s (bench/feed.py):
@@ -394,15 +395,24 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
 
 
 def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
-    """Log to the console and, on rank 0, to RUN_DIR/log.txt. Other ranks only log warnings."""
+    """Log to the console and, on rank 0, to RUN_DIR/log.txt. Other ranks only log warnings. A record logged with
+    extra={"console": False} goes to log.txt alone (a progress line that a progress bar already shows)."""
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(Path(run_dir) / "log.txt")]
-                                                     if run_dir is not None and rank == 0 else []):
+    console = logging.StreamHandler(sys.stdout)
+    console.addFilter(lambda record: getattr(record, "console", True))
+    for h in [console] + ([logging.FileHandler(Path(run_dir) / "log.txt")] if run_dir is not None and rank == 0
+                          else []):
         h.setFormatter(fmt)
         log.addHandler(h)
+
+
+def progress_bar(rank: int = 0, **kw) -> tqdm:
+    """A tqdm bar on rank 0 when stderr is a terminal; redirected to a file it would write hundreds of redraws, so
+    there it is off and the caller's log lines tell the progress."""
+    return tqdm(disable=rank != 0 or not sys.stderr.isatty(), dynamic_ncols=True, **kw)
 
 
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
@@ -1752,9 +1762,11 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     for m in models.values():
         m.eval()
     total = math.ceil(len(data.test) / world)
-    bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="video",
-               unit_scale=data.cfg.eval_batch,  # progress and rate in videos (the last batch may be partial)
-               desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
+    d = data.cfg
+    shown = f"{d.test_clips}x{d.test_crops} views" if full and d.test_clips * d.test_crops > 1 else "1 view"
+    bar = progress_bar(rank, iterable=eval_batches(data, full, rank, world), total=math.ceil(total / d.eval_batch),
+                       unit="video", unit_scale=d.eval_batch,  # in videos (the last batch may be partial)
+                       desc=f"eval ({shown})", leave=False)
     failed = ""
     try:
         for b in bar:  # each model's top-1 hits, top-5 hits and videos per class, added to its counts (3, K)
@@ -1973,6 +1985,7 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         setup_logging(run_dir, rank)
+        log.info("%s run directory %s", "resuming the" if t.resume else "the", run_dir)
         if labeled_batch != asked:
             log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
                      "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
@@ -2037,8 +2050,8 @@ def train(cfg: Config, distributed: bool = True) -> dict:
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
     for epoch in range(s["epoch"], t.epochs):
         run.student.train()
-        bar = tqdm(total=run.steps_per_epoch, initial=s["micro"] // run.accum, desc=f"epoch {epoch + 1}/{t.epochs}",
-                   unit="step", disable=run.rank != 0, dynamic_ncols=True)  # epochs count from 1 wherever shown
+        bar = progress_bar(run.rank, total=run.steps_per_epoch, initial=s["micro"] // run.accum,
+                           desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")  # epochs count from 1 wherever shown
         t_log = time.perf_counter()
         for lab, unl in train_batches(run.data, epoch, s["micro"], run.rank, run.world, end_step=end):
             first, last = s["micro"] % run.accum == 0, (s["micro"] + 1) % run.accum == 0
@@ -2138,6 +2151,10 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
+    pl = f", pseudo-label acc {row['pseudo_label_acc']:.2f}" if "pseudo_label_acc" in row else ""
+    log.info("epoch %d/%d, step %d/%d: loss %.4f%s, lr %.3g, %.1f clips/s", epoch + 1, run.cfg.train.epochs,
+             s["step"], run.steps_per_epoch * run.cfg.train.epochs, row["loss"], pl, lr, row["clips_per_s"],
+             extra={"console": bar.disable})  # the bar shows it on a terminal; log.txt always has the line
     return time.perf_counter()
 
 
@@ -2184,7 +2201,7 @@ def finish(run: Run) -> dict:
                "config": config_to_dict(cfg)}
     if run.rank == 0:
         atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
-        print_summary_table(summary)
+        log_summary_table(summary, f"run directory: {run.run_dir} (summary.json, last.pt, log.txt, metrics.jsonl)")
     return summary
 
 
@@ -2235,15 +2252,19 @@ def last_metric(path: Path, key: str) -> float | None:
     return vals[-1] if vals else None
 
 
-def print_summary_table(s: dict) -> None:
-    print(f"\n{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, "
-          f"{s['num_classes']} classes, {s['eval_views']} views, {s['test_videos']} test videos)")
-    print(f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}")
-    print(f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}")
-    print(f"{'chance':>10} {100 / s['num_classes']:7.2f}")
+def log_summary_table(s: dict, where: str) -> None:
+    """The final table, through the logger: the console and log.txt end alike. Training lines only for a training
+    run's summary (eval's has no wall time); `where` names the run directory or the checkpoint."""
+    lines = [f"{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, {s['num_classes']} "
+             f"classes, {s['eval_views']} views, {s['test_videos']} test videos)",
+             f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}",
+             f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}",
+             f"{'chance':>10} {100 / s['num_classes']:7.2f}"]
     if s.get("pseudo_label_acc") is not None:
-        print(f"pseudo-label accuracy (last log interval): {100 * s['pseudo_label_acc']:.1f}%")
-    print(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s\n")
+        lines.append(f"pseudo-label accuracy (last log interval): {100 * s['pseudo_label_acc']:.1f}%")
+    if "wall_time_s" in s:
+        lines.append(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s")
+    log.info("results:\n%s\n%s\n", "\n".join(lines), where)
 
 
 # ==== Checkpointing ===================================================================================================
@@ -2391,26 +2412,67 @@ def stage0_checkpoint(cfg: Config) -> str:
     return str(out / "stage0.safetensors")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are a UserError: one line under cli()'s `fullsvformer: error:` prefix (no 70 lines of
+    usage), with the closest flag or choice when the mistake is a typo."""
+
+    def error(self, message: str):
+        hint = []
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            flags = [a.split("=")[0] for a in unknown.group(1).split() if a.startswith("--")]
+            hint = [m for f in flags for m in difflib.get_close_matches(f, self._option_string_actions, 1, 0.75)]
+        choice = re.match(r"argument (\S+?)(/\S+)?: invalid choice: '?(.*?)'? \(choose from", message)
+        if choice and choice.group(1) in self._option_string_actions:
+            choices = self._option_string_actions[choice.group(1)].choices or ()
+            hint = difflib.get_close_matches(choice.group(3), [str(c) for c in choices], 1, 0.75)
+        raise UserError(message + (f"; did you mean {hint[0]}?" if hint else "")
+                        + f" (see {self.prog} --help)")
+
+
+# What `eval` reads from its flags: where the test set is on this machine, its views, and how to run; the model and
+# its frame geometry are the checkpoint's own.
+EVAL_KEYS = {"model": (),
+             "data": ("dataset", "data_root", "split", "train_list", "unlabeled_list", "val_list", "list_prefix",
+                      "test_clips", "test_crops", "eval_batch", "workers", "prefetch", "pin_memory", "synth_task",
+                      "synth_classes", "synth_clips_per_class", "synth_test_per_class", "synth_size", "synth_length",
+                      "synth_seed"),
+             "train": ("device", "amp")}
+
+
+def preset_note(section: str, name: str) -> str:
+    """'; ucf101 preset: 0.01, hmdb51 preset: 0.4' for a field that the --dataset presets change, else ''."""
+    return "".join(f"; {d} preset: {p[section][name]}" for d, p in PRESETS.items() if name in p.get(section, {}))
+
+
 def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
-    """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
-    p = argparse.ArgumentParser(
+    """Flags generated from the config dataclasses: --field-name for every field, its help string as help. For eval
+    (with_checkpoint), only the fields in EVAL_KEYS, whose default is the checkpoint's value."""
+    p = ArgumentParser(
         prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
-        description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
+        description="Multi-view eval of a run's student and EMA teacher, with the checkpoint's own config: the flags "
+                    "below override it (e.g. where the data is on this machine)." if with_checkpoint else
+                    "Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
                     "KL, adaptive negative learning, Tube TokenMix). Subcommand: eval (--help); tools/ classifies "
-                    "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults; --dataset "
-                    "synthetic (the default) applies the CPU demo preset on top, see PRESETS. --debug (or "
-                    "FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
+                    "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults (the paper's "
+                    "setting), followed by what a --dataset preset sets instead (synthetic, the default, is the CPU "
+                    "demo). --debug (or FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
     if with_checkpoint:
-        p.add_argument("--checkpoint", required=True,
-                       help="a run's checkpoint: RUN/last.pt (the final model; best.pt is selected on the test set)")
+        p.add_argument("--checkpoint", required=True, help="a run's checkpoint: RUN/last.pt (the final model; best.pt "
+                                                            "is selected on the test set), or the run directory RUN")
+        p.add_argument("--json", default="", metavar="FILE",
+                       help="also write the results to FILE as JSON (summary.json's keys of the eval)")
     defaults = Config()
     for section in SECTIONS:
         group = p.add_argument_group(section)
         for f in dataclasses.fields(getattr(defaults, section)):
+            if with_checkpoint and f.name not in EVAL_KEYS[section]:
+                continue
             default = getattr(getattr(defaults, section), f.name)
+            shown = "the checkpoint's" if with_checkpoint else f"{default}{preset_note(section, f.name)}"
             kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
-                      help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"))
+                      help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"))
             if isinstance(default, bool):
                 kw["action"] = argparse.BooleanOptionalAction
             elif f.metadata.get("choices") == ("auto", "on", "off"):  # --x forces on, --no-x off, absent: auto
@@ -2449,8 +2511,10 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher, with
     the run's own config as the base (pass --data-root etc. to point at the data on this machine)."""
     args = build_parser(True).parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # before the eval, not after it
+        raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
     setup_logging(None)
-    ckpt_path = Path(args.checkpoint)
+    ckpt_path = checkpoint_path(args.checkpoint)
     ckpt = read_run_checkpoint(ckpt_path)
     if "TEST set" in ckpt.get("selection", ""):
         log.warning("%s: %s", ckpt_path, ckpt["selection"])
@@ -2467,9 +2531,23 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     models = {name: model_from_checkpoint(ckpt, cfg, key).to(device) for name, key in (("student", "model"),
                                                                                          ("teacher", "ema"))}
     out = {"checkpoint": str(ckpt_path), **eval_summary(evaluate(models, data, device, amp, full=True), cfg, data),
-           "steps": ckpt["state"]["step"], "wall_time_s": 0.0, "clips_per_s": 0.0}
-    print_summary_table(out)
+           "steps": ckpt["state"]["step"], "config": config_to_dict(cfg)}
+    if args.json:
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(out, indent=1)))
+    log_summary_table(out, f"checkpoint: {ckpt_path}" + (f"; results written to {args.json}" if args.json else ""))
     return out
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run's checkpoint given as the file or as its run directory, whose last.pt (the final model) is then taken."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise UserError(f"{path} is a directory without last.pt: expected a run's checkpoint (RUN/last.pt) or "
+                            "its run directory")
+        log.info("%s is a run directory: using its last.pt", path)
+        path = path / "last.pt"
+    return path
 
 
 def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSformer:

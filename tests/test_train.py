@@ -234,7 +234,7 @@ def test_bad_config_values_name_the_key(tmp_path):
         f.write_text(bad)
         with pytest.raises(ValueError, match=msg):
             fs.parse_config(["--config", str(f)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(fs.UserError, match="argument --arch: invalid choice: 'huge'"):  # one line, not SystemExit
         fs.parse_config(["--arch", "huge"])
 
 
