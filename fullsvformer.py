@@ -2015,10 +2015,10 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
                   layout["steps_per_epoch"], state, torch.tensor(0))
         rng_global = load_checkpoint(run, run_dir / "last.pt") if t.resume else None
         run.anl_k = torch.tensor(run.state["anl_k"], device=device)
-        if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
-            asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
-                                            train=dataclasses.replace(t, resume=""))
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(config_to_dict(asked_cfg), sort_keys=False))
+        if rank == 0:  # as asked (labeled_batch too), without MACHINE_KEYS: `--config RUN/config.yaml` starts a new run
+            as_asked = config_to_dict(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked)))
+            reusable = {s: {k: v for k, v in sec.items() if k not in MACHINE_KEYS[s]} for s, sec in as_asked.items()}
+            (run_dir / "config.yaml").write_text(yaml.safe_dump(reusable, sort_keys=False))
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
@@ -2373,6 +2373,10 @@ STAGE0 = {"model": dict(pretrained=""),
 STAGE0_FROM_RUN = {"data": ("img_size", "synth_size", "synth_length", "mean", "std"), "train": ()}
 RUNTIME_KEYS = {"data": ("workers", "prefetch", "pin_memory", "eval_batch"),  # no effect on the weights trained
                 "train": ("device", "amp", "compile", "out", "resume", "log_every")}
+# Left out of RUN/config.yaml, which is meant to be reused (`--config RUN/config.yaml`) and is what --resume reloads:
+# where this run lives and what this machine has. A resume takes them from RUN itself, the preset and its flags. amp and
+# compile stay: they change a resumed run's numbers.
+MACHINE_KEYS = {"model": (), "data": ("workers", "prefetch", "pin_memory"), "train": ("device", "out", "resume")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
@@ -2574,7 +2578,10 @@ def main(argv: list[str] | None = None) -> dict:
                             "run, holding config.yaml and last.pt)")
         if args.config or cfg.train.out:
             raise UserError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
-        cfg = config_from_dict(flag_overrides(args), load_config(stored))
+        cfg, args = parse_config(["--config", str(stored), *argv])  # preset < the run's config.yaml < flags
+        finished = finished_run(cfg, flag_overrides(args))
+        if finished is not None:
+            return finished
     try:
         summary = train(cfg)
     except torch.OutOfMemoryError as e:
@@ -2587,6 +2594,28 @@ def main(argv: list[str] | None = None) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def finished_run(cfg: Config, flags: dict) -> dict | None:
+    """summary.json of the run that cfg resumes when it has finished the epochs asked (it is then left as it is), or
+    None when there is training left. A finished run takes no flag but a larger --epochs, which extends it."""
+    run = Path(cfg.train.resume)
+    if not (run / "summary.json").is_file():
+        return None
+    done = json.loads((run / "summary.json").read_text())
+    if cfg.train.epochs > done["epochs"]:
+        return None
+    given = sorted(f"--{k.replace('_', '-')}" for s, sec in flags.items() for k in sec if k not in ("resume", "epochs"))
+    if given or cfg.train.epochs < done["epochs"]:
+        raise UserError(f"{run} is a finished run of {done['epochs']} epochs (summary.json): "
+                        + (f"{', '.join(given)} would change nothing; " if given else
+                           f"--epochs {cfg.train.epochs} cannot shorten it; ")
+                        + f"extend it with --resume {run} --epochs N (N > {done['epochs']}) alone, evaluate it with "
+                        f"`fullsvformer.py eval --checkpoint {run}`, or start another run with --config "
+                        f"{run}/config.yaml")
+    print(f"{run} is finished ({done['epochs']} epochs, {done['steps']} steps); its results are in "
+          f"{run / 'summary.json'}, left as they are (to train it longer: --resume {run} --epochs N)")
+    return done
 
 
 def cli(argv: list[str] | None = None, entry: Callable[[list[str]], dict] | None = None) -> int:

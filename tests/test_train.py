@@ -528,3 +528,37 @@ def test_demo_stage0_is_committed():
     to the synthetic preset or to STAGE0 that changes the key needs `python tools/make_stage0.py` and a commit."""
     key = fs.stage0_config(fs.parse_config([])[0])[1]
     assert (fs.PRETRAINED_DIR / f"stage0-{key}.safetensors").is_file(), sorted(fs.PRETRAINED_DIR.glob("*"))
+
+
+# ---- a run's config and a finished run -------------------------------------------------------------------------------
+
+def test_config_yaml_reruns_as_a_new_run(tiny_run, tmp_path):
+    """RUN/config.yaml leaves out what names the run or the machine, so `--config RUN/config.yaml` (the README's
+    rerun) starts a new run in the default directory instead of stopping at 'already holds a run'."""
+    out, summary = tiny_run
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert not {"out", "resume", "device"} & set(saved["train"]) and "workers" not in saved["data"]
+    p = subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), "--config", str(out / "config.yaml")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    (new,) = (tmp_path / "runs").iterdir()
+    assert json.loads((new / "summary.json").read_text())["top1"] == summary["top1"]  # the same settings
+
+
+def test_resuming_a_finished_run_leaves_it_as_it_is(tiny_run, tmp_path):
+    out, summary = tiny_run
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()}
+    p = run_cli(["--resume", str(out)])
+    assert f"{out} is finished (2 epochs, 12 steps)" in p.stdout and str(out / "summary.json") in p.stdout
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before  # not even log.txt
+    for flags, fragment in ((["--lr", "0.1"], "--lr would change nothing"),
+                            (["--epochs", "1"], "--epochs 1 cannot shorten it")):
+        p = run_cli(["--resume", str(out), *flags], check=False)
+        assert p.returncode == 2 and fragment in p.stderr and "is a finished run of 2 epochs" in p.stderr, p.stderr
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before
+    # A larger --epochs extends it (on a copy): one more epoch of 6 steps.
+    shutil.copytree(out, tmp_path / "more")
+    torch.set_num_threads(1)
+    more = fs.main(["--resume", str(tmp_path / "more"), "--epochs", "3"])
+    assert more["epochs"] == 3 and more["steps"] == 18
