@@ -562,3 +562,25 @@ def test_resuming_a_finished_run_leaves_it_as_it_is(tiny_run, tmp_path):
     torch.set_num_threads(1)
     more = fs.main(["--resume", str(tmp_path / "more"), "--epochs", "3"])
     assert more["epochs"] == 3 and more["steps"] == 18
+
+
+def test_readme_describes_the_demo_that_runs():
+    """The README's Quick start and Results describe `python fullsvformer.py` with numbers that are checked here
+    against the demo preset and the data it builds, so that they cannot drift from it again."""
+    text = " ".join((ROOT / "README.md").read_text().split()).replace("**", "")
+    cfg = fs.parse_config([])[0]
+    data = fs.build_data(cfg.data, cfg.train.seed)
+    per_class, rest = divmod(len(data.labeled), data.num_classes)
+    assert rest == 0
+    steps = fs.steps_per_epoch(data) * cfg.train.epochs
+    model = f"{cfg.model.depth} blocks, D {cfg.model.embed_dim}, {cfg.data.img_size} px, {cfg.data.num_frames} frames"
+    clips = (f"{data.num_classes} classes, {per_class} labeled clip{'s' if per_class > 1 else ''} per class, "
+             f"{len(data.unlabeled):,} unlabeled, {len(data.test)} test clips")
+    quick = text[text.index("## Quick start"):text.index("## Usage")]
+    assert f"a small TimeSformer ({model})" in quick and f"({clips})" in quick, quick
+    assert f"for {cfg.train.epochs} epochs ({steps} steps)" in quick, quick
+    results = text[text.index("CPU demo (`python fullsvformer.py`"):]
+    assert results.startswith(f"CPU demo (`python fullsvformer.py`: the synthetic UCF-101 proxy, {data.num_classes} "
+                              f"classes, {per_class} labeled clip per class and {len(data.unlabeled):,} unlabeled; "
+                              f"a {cfg.model.depth}-block TimeSformer (D {cfg.model.embed_dim}, {cfg.data.img_size} "
+                              f"px, {cfg.data.num_frames} frames) fine-tuned for {steps} steps"), results[:300]
