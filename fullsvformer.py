@@ -1816,6 +1816,56 @@ def init_distributed() -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local
 
 
+def check_config(cfg: Config) -> None:
+    """Combinations of fields that the model or the loader cannot honour exactly, each a UserError naming its keys;
+    run before any work (setup_run, hence stage 0 too). Each field's own range is checked by its dataclass."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if d.img_size % m.patch_size:
+        raise UserError(f"data.img_size={d.img_size} is not a multiple of model.patch_size={m.patch_size}: the patch "
+                        f"grid would leave out the last {d.img_size % m.patch_size} pixel rows and columns")
+    span = (d.num_frames - 1) * d.clip_stride + 1  # frames from a clip's first to its last
+    if d.dataset == "synthetic" and span > d.synth_length:
+        raise UserError(f"data.num_frames={d.num_frames} at data.clip_stride={d.clip_stride} span {span} frames, more "
+                        f"than the synthetic videos' data.synth_length={d.synth_length}: a clip would repeat its "
+                        "last frame")
+    if d.mu > 0 and d.temporal_warp_p > 0 and max(d.warp_keys) > d.num_frames:
+        raise UserError(f"data.temporal_warp_keys={d.temporal_warp_keys!r}: temporal warping cannot pick "
+                        f"{max(d.warp_keys)} key frames of a clip of data.num_frames={d.num_frames}")
+    if d.mu > 0 and t.gamma_mix > 0 and d.mu * d.labeled_batch < 2:
+        raise UserError(f"train.gamma_mix={t.gamma_mix}: Tube TokenMix mixes each unlabeled clip with another of its "
+                        f"micro-batch, which holds data.mu x data.labeled_batch = {d.mu * d.labeled_batch} (per "
+                        "process): raise --mu or --labeled-batch, or set --gamma-mix 0")
+    check_views(d)
+
+
+def check_views(d: DataConfig) -> None:
+    """The test views (eval, tools/predict.py) must differ: the synthetic clips are square and synth_length long."""
+    if d.dataset != "synthetic":
+        return  # real videos are checked as they are decoded: a short one repeats frames, as the official code does
+    if d.test_crops > 1:
+        raise UserError(f"data.test_crops={d.test_crops}: the synthetic frames are square, so the crops along their "
+                        "long side would be one view repeated: use --test-crops 1")
+    room = d.synth_length - ((d.num_frames - 1) * d.clip_stride + 1)  # the last possible clip start
+    if d.test_clips > 1 and room < d.test_clips - 1:
+        raise UserError(f"data.test_clips={d.test_clips}: synthetic videos of data.synth_length={d.synth_length} "
+                        f"frames hold {max(room, 0) + 1} distinct clips of data.num_frames={d.num_frames} at "
+                        f"data.clip_stride={d.clip_stride}")
+
+
+def check_batches(data: Data, global_batch: int, accum: int, world: int) -> int:
+    """Micro-batches per epoch per process, or a UserError when the split cannot fill one optimizer step."""
+    c, micro = data.cfg, steps_per_epoch(data, world)
+    if micro < accum:
+        raise UserError(f"an epoch has {micro} micro-batch(es) of {c.labeled_batch} labeled and "
+                        f"{c.mu * c.labeled_batch} unlabeled clips per process, fewer than the {accum} that make one "
+                        f"step of train.global_batch={global_batch} over {world} process(es): lower --global-batch or "
+                        "--mu, or use more clips")
+    if len(data.labeled) < global_batch:
+        raise UserError(f"the labeled set has {len(data.labeled)} clips, fewer than train.global_batch={global_batch}:"
+                        " an optimizer step would use some twice; lower --global-batch or raise --labeled")
+    return micro
+
+
 def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
     """(labeled clips per micro-batch per process, micro-batches per step) making `global_batch` over `world`
     processes: labeled_batch if it divides each process's share, else the largest smaller one that does."""
@@ -1976,11 +2026,13 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
     labeled_batch, accum = batch_layout(t.global_batch, cfg.data.labeled_batch, world)
     asked = cfg.data.labeled_batch
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
+    check_config(cfg)
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
+    micro_per_epoch = check_batches(data, t.global_batch, accum, world)
+    run_dir, created = run_directory(cfg, world)  # a run already there: refused before stage 0 trains
     pretrained = cfg.model.pretrained
     if pretrained == "synthetic" and not t.resume:
         pretrained = stage0_checkpoint(cfg)  # before this run's logging starts: stage 0 logs to its own directory
-    run_dir, created = run_directory(cfg, world)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -1999,12 +2051,6 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         model.to(device)
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
-        micro_per_epoch = steps_per_epoch(data, world)
-        if micro_per_epoch < accum:
-            raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
-                            f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the "
-                            f"{accum} that make one step of global_batch={t.global_batch} over {world} process(es): "
-                            "lower --global-batch or --mu, or use more clips")
         layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
         state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
                  "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
@@ -2526,6 +2572,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     if args.config:
         base = config_from_dict(read_config_file(args.config), base)
     cfg = config_from_dict(flag_overrides(args), base)
+    check_views(cfg.data)
     device = pick_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)
     data = build_data(cfg.data, cfg.train.seed)

@@ -244,6 +244,8 @@ def test_eval_of_a_run_directory_writes_json_without_a_training_line(run_dir, tm
         assert got[k] == summary[k], k
     missing = cli("eval", "--checkpoint", run_dir / "run", "--json", tmp_path / "no" / "such" / "e.json")
     assert missing.returncode == 2 and "no/such" in missing.stderr and "does not exist" in missing.stderr
+    crops = cli("eval", "--checkpoint", run_dir / "run", "--test-crops", "3")  # square synthetic frames: one view
+    assert crops.returncode == 2 and "data.test_crops=3: the synthetic frames are square" in crops.stderr
 
 
 def test_predict_takes_a_run_directory(run_dir):

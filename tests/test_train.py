@@ -1,6 +1,7 @@
 """Training loop, CLI and run directory: tiny CLI runs on the built-in synthetic dataset (cleanrl-style tests)."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -584,3 +585,30 @@ def test_readme_describes_the_demo_that_runs():
                               f"classes, {per_class} labeled clip per class and {len(data.unlabeled):,} unlabeled; "
                               f"a {cfg.model.depth}-block TimeSformer (D {cfg.model.embed_dim}, {cfg.data.img_size} "
                               f"px, {cfg.data.num_frames} frames) fine-tuned for {steps} steps"), results[:300]
+
+
+# ---- combinations of fields: one-line errors before any work --------------------------------------------------------
+
+COMBINATIONS = [  # (flags on TINY: 16 px, patch 8, 4 frames at stride 2, 16-frame videos, 9 labeled, 27 unlabeled)
+    (["--img-size", "20"], "data.img_size=20 is not a multiple of model.patch_size=8"),
+    (["--num-frames", "8", "--clip-stride", "3"], "span 22 frames, more than the synthetic videos' "
+                                                  "data.synth_length=16"),
+    (["--temporal-warp-keys", "2,8"], "cannot pick 8 key frames of a clip of data.num_frames=4"),
+    (["--mu", "1", "--labeled-batch", "1"], "mu x data.labeled_batch = 1"),
+    (["--test-crops", "3"], "data.test_crops=3: the synthetic frames are square"),
+    (["--test-clips", "5", "--synth-length", "8"], "data.test_clips=5: synthetic videos of data.synth_length=8 frames "
+                                                   "hold 2 distinct clips"),
+    (["--global-batch", "10", "--labeled-batch", "1"], "the labeled set has 9 clips, fewer than "
+                                                       "train.global_batch=10"),
+    (["--mu", "20"], "an epoch has 0 micro-batch(es)"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(COMBINATIONS)))
+def test_combinations_that_cannot_be_honoured_fail_before_any_work(tmp_path, monkeypatch, case):
+    """Each is a UserError naming its keys, raised before stage 0 trains and before the run directory exists."""
+    flags, message = COMBINATIONS[case]
+    monkeypatch.setattr(fs, "stage0_checkpoint", lambda cfg: pytest.fail("stage 0 was reached"))
+    with pytest.raises(fs.UserError, match=re.escape(message)):
+        fs.main(TINY[:-1] + ["synthetic", *flags, "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()
