@@ -298,3 +298,18 @@ def test_help_says_what_the_presets_change_and_eval_help_lists_only_eval_flags()
     for flag in ("--lr", "--epochs", "--mu", "--gamma-kl", "--embed-dim", "--resume", "--out", "--num-frames"):
         assert flag + " " not in evalhelp, flag
     assert "(default: the checkpoint's)" in evalhelp
+
+
+def test_make_synthetic_help_shows_defaults_and_a_command_that_works(tmp_path):
+    """tools/make_synthetic.py --help shows each default and suggests two commands; run as written (paths moved
+    under tmp_path), they write the videos and train on them."""
+    helptext = cli("--help", script="tools/make_synthetic.py").stdout
+    assert "(default: 30)" in helptext and "(default: 96x72)" in helptext and "(default: 64)" in helptext
+    commands = [" ".join(c.replace("\\\n", " ").split()) for c in
+                re.findall(r"^ {4}(python .*?(?:\\\n.*?)*)$", make_synthetic.__doc__, re.M)]
+    assert len(commands) == 2 and commands[1].startswith("python fullsvformer.py --dataset ucf101")
+    for command in commands:
+        args = command.replace("/tmp/synth", str(tmp_path / "synth")).split()
+        out = cli(*args[2:], script=args[1], timeout=600)
+        assert out.returncode == 0, (command, out.stderr[-2000:])
+    assert json.loads((tmp_path / "synth-run" / "summary.json").read_text())["test_videos"] == 4 * 12
