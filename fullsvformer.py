@@ -2520,7 +2520,8 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
             if with_checkpoint and f.name not in EVAL_KEYS[section]:
                 continue
             default = getattr(getattr(defaults, section), f.name)
-            shown = "the checkpoint's" if with_checkpoint else f"{default}{preset_note(section, f.name)}"
+            shown = "the checkpoint's" if with_checkpoint else \
+                (repr(default) if default == "" else str(default)) + preset_note(section, f.name)
             kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
                       help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"))
             if isinstance(default, bool):
