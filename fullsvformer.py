@@ -2197,7 +2197,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     if run.rank == 0:
         append_metrics(run.run_dir / "metrics.jsonl", row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
-    pl = f", pseudo-label acc {row['pseudo_label_acc']:.2f}" if "pseudo_label_acc" in row else ""
+    pl = f", pseudo-label acc {row['pseudo_label_acc']:.2f}" if row.get("pseudo_label_acc") is not None else ""
     log.info("epoch %d/%d, step %d/%d: loss %.4f%s, lr %.3g, %.1f clips/s", epoch + 1, run.cfg.train.epochs,
              s["step"], run.steps_per_epoch * run.cfg.train.epochs, row["loss"], pl, lr, row["clips_per_s"],
              extra={"console": bar.disable})  # the bar shows it on a terminal; log.txt always has the line
