@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import difflib
 import functools
 import hashlib
 import json
@@ -246,7 +247,7 @@ class TrainConfig:
     amp: str = F_("auto", "autocast dtype: auto = bf16 on CUDA and none on CPU", ("auto", "bf16", "fp16", "none"))
     compile: str = F_("auto", "torch.compile the student and teacher forwards: auto = on CUDA only (on a CPU ~1 min of "
                               "compilation for no gain), on (--compile), off (--no-compile)", ("auto", "on", "off"))
-    out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>)")
+    out: str = F_("", "run directory (default runs/<dataset>-<labeled>-<time>-<pid>)")
     resume: str = F_("", "resume RUN_DIR from its last.pt with its own config.yaml; other flags override it")
     log_every: int = F_(10, "optimizer steps between metrics.jsonl lines", check="count")
     tensorboard: bool = F_(False, "also write metrics.jsonl's numbers to RUN_DIR/tensorboard (tags train/<key>, "
@@ -407,13 +408,16 @@ def autocast_context(device: torch.device, amp: str) -> contextlib.AbstractConte
 
 
 def setup_logging(run_dir: str | Path | None = None, rank: int = 0) -> None:
-    """Log to the console and, on rank 0, to RUN_DIR/log.txt. Other ranks only log warnings."""
+    """Log to the console and, on rank 0, to RUN_DIR/log.txt. Other ranks only log warnings. A record logged with
+    extra={"console": False} goes to log.txt alone (a progress line that a progress bar already shows)."""
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO if rank == 0 else logging.WARNING)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    for h in [logging.StreamHandler(sys.stdout)] + ([logging.FileHandler(Path(run_dir) / "log.txt")]
-                                                     if run_dir is not None and rank == 0 else []):
+    console = logging.StreamHandler(sys.stdout)
+    console.addFilter(lambda record: getattr(record, "console", True))
+    for h in [console] + ([logging.FileHandler(Path(run_dir) / "log.txt")] if run_dir is not None and rank == 0
+                          else []):
         h.setFormatter(fmt)
         log.addHandler(h)
 
@@ -443,6 +447,12 @@ def provenance() -> dict:
             "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None,
             "python": platform.python_version(), "torch": str(torch.__version__),
             **{p: version(p) for p in ("torchvision", "timm", "torchcodec")}}
+
+
+def progress_bar(rank: int = 0, **kw) -> tqdm:
+    """A tqdm bar on rank 0 when stderr is a terminal; redirected to a file it would write hundreds of redraws, so
+    there it is off and the caller's log lines tell the progress."""
+    return tqdm(disable=rank != 0 or not sys.stderr.isatty(), dynamic_ncols=True, **kw)
 
 
 # ==== Model: divided space-time attention TimeSformer (Bertasius et al., ICML 2021) ===================================
@@ -1816,9 +1826,11 @@ def evaluate(models: dict[str, nn.Module], data: "Data", device: torch.device, a
     for m in models.values():
         m.eval()
     total = math.ceil(len(data.test) / world)
-    bar = tqdm(eval_batches(data, full, rank, world), total=math.ceil(total / data.cfg.eval_batch), unit="video",
-               unit_scale=data.cfg.eval_batch,  # progress and rate in videos (the last batch may be partial)
-               desc=f"eval ({'multi' if full else '1'}-view)", disable=rank != 0, leave=False, dynamic_ncols=True)
+    d = data.cfg
+    shown = f"{d.test_clips}x{d.test_crops} views" if full and d.test_clips * d.test_crops > 1 else "1 view"
+    bar = progress_bar(rank, iterable=eval_batches(data, full, rank, world), total=math.ceil(total / d.eval_batch),
+                       unit="video", unit_scale=d.eval_batch,  # in videos (the last batch may be partial)
+                       desc=f"eval ({shown})", leave=False)
     failed = ""
     try:
         for b in bar:  # each model's top-1 hits, top-5 hits and videos per class, added to its counts (3, K)
@@ -1866,6 +1878,56 @@ def init_distributed() -> tuple[int, int, int]:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), dist.get_world_size(), local
+
+
+def check_config(cfg: Config) -> None:
+    """Combinations of fields that the model or the loader cannot honour exactly, each a UserError naming its keys;
+    run before any work (setup_run, hence stage 0 too). Each field's own range is checked by its dataclass."""
+    m, d, t = cfg.model, cfg.data, cfg.train
+    if d.img_size % m.patch_size:
+        raise UserError(f"data.img_size={d.img_size} is not a multiple of model.patch_size={m.patch_size}: the patch "
+                        f"grid would leave out the last {d.img_size % m.patch_size} pixel rows and columns")
+    span = (d.num_frames - 1) * d.clip_stride + 1  # frames from a clip's first to its last
+    if d.dataset == "synthetic" and span > d.synth_length:
+        raise UserError(f"data.num_frames={d.num_frames} at data.clip_stride={d.clip_stride} span {span} frames, more "
+                        f"than the synthetic videos' data.synth_length={d.synth_length}: a clip would repeat its "
+                        "last frame")
+    if d.mu > 0 and d.temporal_warp_p > 0 and max(d.warp_keys) > d.num_frames:
+        raise UserError(f"data.temporal_warp_keys={d.temporal_warp_keys!r}: temporal warping cannot pick "
+                        f"{max(d.warp_keys)} key frames of a clip of data.num_frames={d.num_frames}")
+    if d.mu > 0 and t.gamma_mix > 0 and d.mu * d.labeled_batch < 2:
+        raise UserError(f"train.gamma_mix={t.gamma_mix}: Tube TokenMix mixes each unlabeled clip with another of its "
+                        f"micro-batch, which holds data.mu x data.labeled_batch = {d.mu * d.labeled_batch} (per "
+                        "process): raise --mu or --labeled-batch, or set --gamma-mix 0")
+    check_views(d)
+
+
+def check_views(d: DataConfig) -> None:
+    """The test views (eval, tools/predict.py) must differ: the synthetic clips are square and synth_length long."""
+    if d.dataset != "synthetic":
+        return  # real videos are checked as they are decoded: a short one repeats frames, as the official code does
+    if d.test_crops > 1:
+        raise UserError(f"data.test_crops={d.test_crops}: the synthetic frames are square, so the crops along their "
+                        "long side would be one view repeated: use --test-crops 1")
+    room = d.synth_length - ((d.num_frames - 1) * d.clip_stride + 1)  # the last possible clip start
+    if d.test_clips > 1 and room < d.test_clips - 1:
+        raise UserError(f"data.test_clips={d.test_clips}: synthetic videos of data.synth_length={d.synth_length} "
+                        f"frames hold {max(room, 0) + 1} distinct clips of data.num_frames={d.num_frames} at "
+                        f"data.clip_stride={d.clip_stride}")
+
+
+def check_batches(data: Data, global_batch: int, accum: int, world: int) -> int:
+    """Micro-batches per epoch per process, or a UserError when the split cannot fill one optimizer step."""
+    c, micro = data.cfg, steps_per_epoch(data, world)
+    if micro < accum:
+        raise UserError(f"an epoch has {micro} micro-batch(es) of {c.labeled_batch} labeled and "
+                        f"{c.mu * c.labeled_batch} unlabeled clips per process, fewer than the {accum} that make one "
+                        f"step of train.global_batch={global_batch} over {world} process(es): lower --global-batch or "
+                        "--mu, or use more clips")
+    if len(data.labeled) < global_batch:
+        raise UserError(f"the labeled set has {len(data.labeled)} clips, fewer than train.global_batch={global_batch}:"
+                        " an optimizer step would use some twice; lower --global-batch or raise --labeled")
+    return micro
 
 
 def batch_layout(global_batch: int, labeled_batch: int, world: int) -> tuple[int, int]:
@@ -2056,15 +2118,18 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
     labeled_batch, accum = batch_layout(t.global_batch, cfg.data.labeled_batch, world)
     asked = cfg.data.labeled_batch
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
+    check_config(cfg)
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
+    micro_per_epoch = check_batches(data, t.global_batch, accum, world)
+    run_dir, created = run_directory(cfg, world)  # a run already there: refused before stage 0 trains
     pretrained = cfg.model.pretrained
     if pretrained == "synthetic" and not t.resume:
         pretrained = stage0_checkpoint(cfg)  # before this run's logging starts: stage 0 logs to its own directory
-    run_dir, created = run_directory(cfg, world)
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
     try:
         setup_logging(run_dir, rank)
+        log.info("%s run directory %s", "resuming the" if t.resume else "the", run_dir)
         if labeled_batch != asked:
             log.info("global_batch %d over %d process(es): %d labeled clips per micro-batch (labeled_batch %d does not "
                      "fit), %d micro-batch(es) per step", t.global_batch, world, labeled_batch, asked, accum)
@@ -2084,12 +2149,6 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         model.to(device)
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
-        micro_per_epoch = steps_per_epoch(data, world)
-        if micro_per_epoch < accum:
-            raise UserError(f"an epoch has {micro_per_epoch} micro-batch(es) of {cfg.data.labeled_batch} labeled and "
-                            f"{cfg.data.mu * cfg.data.labeled_batch} unlabeled clips per process, fewer than the "
-                            f"{accum} that make one step of global_batch={t.global_batch} over {world} process(es): "
-                            "lower --global-batch or --mu, or use more clips")
         layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
         state = {"epoch": 0, "micro": 0, "step": 0, "best_top1": -1.0, "best_epoch": None, "nonfinite": 0,
                  "nonfinite_total": 0, "wall_time_s": 0.0, "train_clips": 0, "train_time_s": 0.0,
@@ -2102,10 +2161,10 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         if t.tensorboard:  # resumed: the events after the checkpoint's step are hidden, as metrics.jsonl is truncated
             run.tb = tensorboard_writer(run_dir / "tensorboard", run.state["step"] + 1 if t.resume else None, rank)
         run.anl_k = torch.tensor(run.state["anl_k"], device=device)
-        if rank == 0:  # as asked (labeled_batch too), without 'resume': `--config RUN/config.yaml` starts a new run
-            asked_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked),
-                                            train=dataclasses.replace(t, resume=""))
-            record = {**config_to_dict(asked_cfg), "provenance": provenance()}  # the loader skips provenance
+        if rank == 0:  # as asked (labeled_batch too), without MACHINE_KEYS: `--config RUN/config.yaml` starts a new run
+            as_asked = config_to_dict(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked)))
+            reusable = {s: {k: v for k, v in sec.items() if k not in MACHINE_KEYS[s]} for s, sec in as_asked.items()}
+            record = {**reusable, "provenance": provenance()}  # the config loader skips provenance
             (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
@@ -2138,8 +2197,8 @@ def train(cfg: Config, distributed: bool = True) -> dict:
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
     for epoch in range(s["epoch"], t.epochs):
         run.student.train()
-        bar = tqdm(total=run.steps_per_epoch, initial=s["micro"] // run.accum, desc=f"epoch {epoch}", unit="step",
-                   disable=run.rank != 0, dynamic_ncols=True)
+        bar = progress_bar(run.rank, total=run.steps_per_epoch, initial=s["micro"] // run.accum,
+                           desc=f"epoch {epoch + 1}/{t.epochs}", unit="step")  # epochs count from 1 wherever shown
         t_log = time.perf_counter()
         for lab, unl in train_batches(run.data, epoch, s["micro"], run.rank, run.world, end_step=end):
             first, last = s["micro"] % run.accum == 0, (s["micro"] + 1) % run.accum == 0
@@ -2234,7 +2293,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
     dt = time.perf_counter() - t_log
     n, clips = m.pop("n"), m.pop("clips") * run.world  # every process trains on as many clips
     known = m.pop("pseudo_label_n", None)  # micro-batches whose pseudo-label accuracy was measurable
-    row = {"kind": "train", "step": s["step"], "epoch": epoch, "lr": lr, "clips_per_s": clips / dt,
+    row = {"kind": "train", "step": s["step"], "epoch": epoch + 1, "lr": lr, "clips_per_s": clips / dt,
            "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run), **{k: float(v) / n for k, v in m.items()}}
     if known is not None:  # null: no unlabeled clip of the interval had a known label (truly unlabeled data)
         row["pseudo_label_acc"] = float(m["pseudo_label_acc"]) / float(known) if float(known) else None
@@ -2250,6 +2309,10 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
         append_metrics(run.run_dir / "metrics.jsonl", row)
         write_scalars(run.tb, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
+    pl = f", pseudo-label acc {row['pseudo_label_acc']:.2f}" if row.get("pseudo_label_acc") is not None else ""
+    log.info("epoch %d/%d, step %d/%d: loss %.4f%s, lr %.3g, %.1f clips/s", epoch + 1, run.cfg.train.epochs,
+             s["step"], run.steps_per_epoch * run.cfg.train.epochs, row["loss"], pl, lr, row["clips_per_s"],
+             extra={"console": bar.disable})  # the bar shows it on a terminal; log.txt always has the line
     return time.perf_counter()
 
 
@@ -2298,7 +2361,7 @@ def finish(run: Run) -> dict:
                "config": config_to_dict(cfg), "provenance": provenance()}
     if run.rank == 0:
         atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
-        print_summary_table(summary)
+        log_summary_table(summary, f"run directory: {run.run_dir} (summary.json, last.pt, log.txt, metrics.jsonl)")
     if run.tb is not None:
         run.tb.close()
     return summary
@@ -2376,15 +2439,19 @@ def last_metric(path: Path, key: str) -> float | None:
     return vals[-1] if vals else None
 
 
-def print_summary_table(s: dict) -> None:
-    print(f"\n{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, "
-          f"{s['num_classes']} classes, {s['eval_views']} views, {s['test_videos']} test videos)")
-    print(f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}")
-    print(f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}")
-    print(f"{'chance':>10} {100 / s['num_classes']:7.2f}")
+def log_summary_table(s: dict, where: str) -> None:
+    """The final table, through the logger: the console and log.txt end alike. Training lines only for a training
+    run's summary (eval's has no wall time); `where` names the run directory or the checkpoint."""
+    lines = [f"{'':>10} {'top-1':>7} {'top-5':>7}    ({s['dataset']}, {s['labeled']:g} labeled, {s['num_classes']} "
+             f"classes, {s['eval_views']} views, {s['test_videos']} test videos)",
+             f"{'student':>10} {s['top1']:7.2f} {s['top5']:7.2f}",
+             f"{'teacher':>10} {s['teacher_top1']:7.2f} {s['teacher_top5']:7.2f}",
+             f"{'chance':>10} {100 / s['num_classes']:7.2f}"]
     if s.get("pseudo_label_acc") is not None:
-        print(f"pseudo-label accuracy (last log interval): {100 * s['pseudo_label_acc']:.1f}%")
-    print(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s\n")
+        lines.append(f"pseudo-label accuracy (last log interval): {100 * s['pseudo_label_acc']:.1f}%")
+    if "wall_time_s" in s:
+        lines.append(f"{s['steps']} steps in {s['wall_time_s']:.0f} s, {s['clips_per_s']:.1f} train clips/s")
+    log.info("results:\n%s\n%s\n", "\n".join(lines), where)
 
 
 # ==== Checkpointing ===================================================================================================
@@ -2502,6 +2569,10 @@ UNLABELED_KEYS = {"data": ("randaug_n", "randaug_m", "temporal_warp_p", "tempora
                             "gamma_ce_strong", "gamma_mix", "mix_beta", "mix_threshold", "mix_weighted", "gamma_nl",
                             "nl_drop_threshold", "supervised_warmup_epochs", "ssl_rampup_epochs",
                             "oracle_pseudo_labels")}
+# Left out of RUN/config.yaml, which is meant to be reused (`--config RUN/config.yaml`) and is what --resume reloads:
+# where this run lives and what this machine has. A resume takes them from RUN itself, the preset and its flags. amp and
+# compile stay: they change a resumed run's numbers.
+MACHINE_KEYS = {"model": (), "data": ("workers", "prefetch", "pin_memory"), "train": ("device", "out", "resume")}
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 
 
@@ -2540,26 +2611,68 @@ def stage0_checkpoint(cfg: Config) -> str:
     return str(out / "stage0.safetensors")
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose mistakes are a UserError: one line under cli()'s `fullsvformer: error:` prefix (no 70 lines of
+    usage), with the closest flag or choice when the mistake is a typo."""
+
+    def error(self, message: str):
+        hint = []
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            flags = [a.split("=")[0] for a in unknown.group(1).split() if a.startswith("--")]
+            hint = [m for f in flags for m in difflib.get_close_matches(f, self._option_string_actions, 1, 0.75)]
+        choice = re.match(r"argument (\S+?)(/\S+)?: invalid choice: '?(.*?)'? \(choose from", message)
+        if choice and choice.group(1) in self._option_string_actions:
+            choices = self._option_string_actions[choice.group(1)].choices or ()
+            hint = difflib.get_close_matches(choice.group(3), [str(c) for c in choices], 1, 0.75)
+        raise UserError(message + (f"; did you mean {hint[0]}?" if hint else "")
+                        + f" (see {self.prog} --help)")
+
+
+# What `eval` reads from its flags: where the test set is on this machine, its views, and how to run; the model and
+# its frame geometry are the checkpoint's own.
+EVAL_KEYS = {"model": (),
+             "data": ("dataset", "data_root", "split", "train_list", "unlabeled_list", "val_list", "list_prefix",
+                      "test_clips", "test_crops", "eval_batch", "workers", "prefetch", "pin_memory", "synth_task",
+                      "synth_classes", "synth_clips_per_class", "synth_test_per_class", "synth_size", "synth_length",
+                      "synth_seed"),
+             "train": ("device", "amp")}
+
+
+def preset_note(section: str, name: str) -> str:
+    """'; ucf101 preset: 0.01, hmdb51 preset: 0.4' for a field that the --dataset presets change, else ''."""
+    return "".join(f"; {d} preset: {p[section][name]}" for d, p in PRESETS.items() if name in p.get(section, {}))
+
+
 def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
-    """Flags generated from the config dataclasses: --field-name for every field, its help string as help."""
-    p = argparse.ArgumentParser(
+    """Flags generated from the config dataclasses: --field-name for every field, its help string as help. For eval
+    (with_checkpoint), only the fields in EVAL_KEYS, whose default is the checkpoint's value."""
+    p = ArgumentParser(
         prog="fullsvformer.py" + (" eval" if with_checkpoint else ""),
-        description="Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
+        description="Multi-view eval of a run's student and EMA teacher, with the checkpoint's own config: the flags "
+                    "below override it (e.g. where the data is on this machine)." if with_checkpoint else
+                    "Full-SVFormer: semi-supervised action recognition (TimeSformer, EMA teacher, standardized-logit "
                     "KL, adaptive negative learning, Tube TokenMix). Subcommand: eval (--help); tools/ classifies "
-                    "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults; --dataset "
-                    "synthetic (the default) applies the CPU demo preset on top, see PRESETS. --debug (or "
-                    "FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
+                    "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults (the paper's "
+                    "setting), followed by what a --dataset preset sets instead (synthetic, the default, is the CPU "
+                    "demo). --debug (or FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
     if with_checkpoint:
-        p.add_argument("--checkpoint", required=True,
-                       help="a run's checkpoint: RUN/last.pt (the final model; best.pt is selected on the test set)")
+        p.add_argument("--checkpoint", required=True, help="a run's checkpoint: RUN/last.pt (the final model; best.pt "
+                                                            "is selected on the test set), or the run directory RUN")
+        p.add_argument("--json", default="", metavar="FILE",
+                       help="also write the results to FILE as JSON (summary.json's keys of the eval)")
     defaults = Config()
     for section in SECTIONS:
         group = p.add_argument_group(section)
         for f in dataclasses.fields(getattr(defaults, section)):
+            if with_checkpoint and f.name not in EVAL_KEYS[section]:
+                continue
             default = getattr(getattr(defaults, section), f.name)
+            shown = "the checkpoint's" if with_checkpoint else \
+                (repr(default) if default == "" else str(default)) + preset_note(section, f.name)
             kw = dict(dest=f"{section}.{f.name}", default=argparse.SUPPRESS,
-                      help=f"{f.metadata.get('help', '')} (default: {default})".replace("%", "%%"))
+                      help=f"{f.metadata.get('help', '')} (default: {shown})".replace("%", "%%"))
             if isinstance(default, bool):
                 kw["action"] = argparse.BooleanOptionalAction
             elif f.metadata.get("choices") == ("auto", "on", "off"):  # --x forces on, --no-x off, absent: auto
@@ -2598,8 +2711,10 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     """`fullsvformer.py eval --checkpoint RUN/best.pt [flags]`: multi-view eval of the student and EMA teacher, with
     the run's own config as the base (pass --data-root etc. to point at the data on this machine)."""
     args = build_parser(True).parse_args(argv)
+    if args.json and not Path(args.json).resolve().parent.is_dir():  # before the eval, not after it
+        raise UserError(f"--json {args.json}: the folder {Path(args.json).resolve().parent} does not exist")
     setup_logging(None)
-    ckpt_path = Path(args.checkpoint)
+    ckpt_path = checkpoint_path(args.checkpoint)
     ckpt = read_run_checkpoint(ckpt_path)
     if "TEST set" in ckpt.get("selection", ""):
         log.warning("%s: %s", ckpt_path, ckpt["selection"])
@@ -2607,6 +2722,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     if args.config:
         base = config_from_dict(read_config_file(args.config), base)
     cfg = config_from_dict(flag_overrides(args), base)
+    check_views(cfg.data)
     device = pick_device(cfg.train.device)
     amp = resolve_amp(cfg.train.amp, device)
     data = build_data(cfg.data, cfg.train.seed)
@@ -2616,9 +2732,23 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     models = {name: model_from_checkpoint(ckpt, cfg, key).to(device) for name, key in (("student", "model"),
                                                                                          ("teacher", "ema"))}
     out = {"checkpoint": str(ckpt_path), **eval_summary(evaluate(models, data, device, amp, full=True), cfg, data),
-           "steps": ckpt["state"]["step"], "wall_time_s": 0.0, "clips_per_s": 0.0}
-    print_summary_table(out)
+           "steps": ckpt["state"]["step"], "config": config_to_dict(cfg)}
+    if args.json:
+        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(out, indent=1)))
+    log_summary_table(out, f"checkpoint: {ckpt_path}" + (f"; results written to {args.json}" if args.json else ""))
     return out
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """A run's checkpoint given as the file or as its run directory, whose last.pt (the final model) is then taken."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "last.pt").is_file():
+            raise UserError(f"{path} is a directory without last.pt: expected a run's checkpoint (RUN/last.pt) or "
+                            "its run directory")
+        log.info("%s is a run directory: using its last.pt", path)
+        path = path / "last.pt"
+    return path
 
 
 def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSformer:
@@ -2645,7 +2775,10 @@ def main(argv: list[str] | None = None) -> dict:
                             "run, holding config.yaml and last.pt)")
         if args.config or cfg.train.out:
             raise UserError("--resume continues RUN_DIR with its own config.yaml: drop --config and --out")
-        cfg = config_from_dict(flag_overrides(args), load_config(stored))
+        cfg, args = parse_config(["--config", str(stored), *argv])  # preset < the run's config.yaml < flags
+        finished = finished_run(cfg, flag_overrides(args))
+        if finished is not None:
+            return finished
     try:
         summary = train(cfg)
     except torch.OutOfMemoryError as e:
@@ -2658,6 +2791,28 @@ def main(argv: list[str] | None = None) -> dict:
         dist.barrier()
         dist.destroy_process_group()
     return summary
+
+
+def finished_run(cfg: Config, flags: dict) -> dict | None:
+    """summary.json of the run that cfg resumes when it has finished the epochs asked (it is then left as it is), or
+    None when there is training left. A finished run takes no flag but a larger --epochs, which extends it."""
+    run = Path(cfg.train.resume)
+    if not (run / "summary.json").is_file():
+        return None
+    done = json.loads((run / "summary.json").read_text())
+    if cfg.train.epochs > done["epochs"]:
+        return None
+    given = sorted(f"--{k.replace('_', '-')}" for s, sec in flags.items() for k in sec if k not in ("resume", "epochs"))
+    if given or cfg.train.epochs < done["epochs"]:
+        raise UserError(f"{run} is a finished run of {done['epochs']} epochs (summary.json): "
+                        + (f"{', '.join(given)} would change nothing; " if given else
+                           f"--epochs {cfg.train.epochs} cannot shorten it; ")
+                        + f"extend it with --resume {run} --epochs N (N > {done['epochs']}) alone, evaluate it with "
+                        f"`fullsvformer.py eval --checkpoint {run}`, or start another run with --config "
+                        f"{run}/config.yaml")
+    print(f"{run} is finished ({done['epochs']} epochs, {done['steps']} steps); its results are in "
+          f"{run / 'summary.json'}, left as they are (to train it longer: --resume {run} --epochs N)")
+    return done
 
 
 def cli(argv: list[str] | None = None, entry: Callable[[list[str]], dict] | None = None) -> int:

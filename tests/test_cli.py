@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -195,3 +196,120 @@ def test_torchrun_runs_the_demo_as_is(tmp_path, procs):
     assert json.loads((out / "summary.json").read_text())["epochs"] == 1
     assert f"{8 // procs} labeled clips per micro-batch" in (out / "log.txt").read_text()
     assert fs.load_config(out / "config.yaml").train.global_batch == 8
+
+
+# ---- what the console and log.txt show -------------------------------------------------------------------------------
+
+def test_console_off_a_terminal_logs_lines_and_ends_like_log_txt(tmp_path):
+    """Redirected (no TTY), training logs one plain line per --log-every steps instead of tqdm redraws; the run
+    directory is named at the start and under the final table, and log.txt ends with the table the console shows."""
+    out = cli(*TINY, "--epochs", "1", "--log-every", "3", "--out", tmp_path / "r")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "\r" not in out.stderr and "step/s" not in out.stderr and "it/s" not in out.stderr  # no tqdm bar
+    progress = [line for line in out.stdout.splitlines() if " INFO epoch 1/1, step " in line]
+    assert [line.split("step ")[1].split(":")[0] for line in progress] == ["3/6", "6/6"]
+    assert f"the run directory {tmp_path / 'r'}" in out.stdout
+    log_txt = (tmp_path / "r" / "log.txt").read_text()
+    table = out.stdout[out.stdout.index(" INFO results:"):].rstrip()
+    assert table.endswith(f"run directory: {tmp_path / 'r'} (summary.json, last.pt, log.txt, metrics.jsonl)")
+    assert "student" in table and log_txt.rstrip().endswith(table)
+    assert all(line in log_txt for line in progress)
+
+
+def test_eval_bar_names_its_views(monkeypatch):
+    """The eval progress bar says '1 view' for a 1x1 eval, not 'multi-view'."""
+    seen = []
+    monkeypatch.setattr(fs, "progress_bar", lambda rank=0, **kw: seen.append(kw["desc"]) or kw["iterable"])
+    monkeypatch.setattr(fs, "eval_batches", lambda *a, **k: iter(()))
+    model = torch.nn.Identity()
+    for clips, crops, full in ((1, 1, True), (5, 3, True), (5, 3, False)):
+        data = SimpleNamespace(num_classes=2, test=[], cfg=fs.DataConfig(test_clips=clips, test_crops=crops))
+        fs.evaluate({"m": model}, data, torch.device("cpu"), full=full)
+    assert seen == ["eval (1 view)", "eval (5x3 views)", "eval (1 view)"]
+
+
+# ---- eval and predict: a run directory as --checkpoint, --json ------------------------------------------------------
+
+def test_eval_of_a_run_directory_writes_json_without_a_training_line(run_dir, tmp_path):
+    out = cli("eval", "--checkpoint", run_dir / "run", "--device", "cpu", "--json", tmp_path / "eval.json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"{run_dir / 'run'} is a run directory: using its last.pt" in out.stdout
+    assert "train clips/s" not in out.stdout and "steps in" not in out.stdout  # eval trains nothing
+    assert f"results written to {tmp_path / 'eval.json'}" in out.stdout
+    got = json.loads((tmp_path / "eval.json").read_text())
+    summary = json.loads((run_dir / "run" / "summary.json").read_text())
+    assert got["checkpoint"] == str(run_dir / "run" / "last.pt")
+    for k in ("top1", "top5", "teacher_top1", "teacher_top5", "per_class_top1", "num_classes", "eval_views",
+              "test_videos", "steps", "dataset", "labeled"):
+        assert got[k] == summary[k], k
+    missing = cli("eval", "--checkpoint", run_dir / "run", "--json", tmp_path / "no" / "such" / "e.json")
+    assert missing.returncode == 2 and "no/such" in missing.stderr and "does not exist" in missing.stderr
+    crops = cli("eval", "--checkpoint", run_dir / "run", "--test-crops", "3")  # square synthetic frames: one view
+    assert crops.returncode == 2 and "data.test_crops=3: the synthetic frames are square" in crops.stderr
+
+
+def test_predict_takes_a_run_directory(run_dir):
+    video = sorted((run_dir / "videos" / "UCF-101").glob("*/*.avi"))[0]
+    out = predict("--checkpoint", run_dir / "run", "--device", "cpu", "--json", video)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["video"] == str(video)  # stdout stays pure JSON
+    assert "is a run directory: using its last.pt" in out.stderr
+
+
+# ---- --help and typos ------------------------------------------------------------------------------------------------
+
+TYPOS = [(["--labled", "0.01"], "unrecognized arguments: --labled 0.01; did you mean --labeled?"),
+         (["--dataset", "ucf-101"], "invalid choice: 'ucf-101'"),
+         (["--dataset", "ucf-101"], "did you mean ucf101?"),
+         (["--optimiser", "adamw"], "did you mean --optimizer?"),
+         (["--compile", "of"], "did you mean off?"),
+         (["eval", "--checkpoint", "x.pt", "--data-rot", "d"], "did you mean --data-root?"),
+         (["eval", "--checkpoint", "x.pt", "--lr", "1"], "unrecognized arguments: --lr 1 (see fullsvformer.py eval")]
+
+
+@pytest.mark.parametrize("case", range(len(TYPOS)))
+def test_a_typo_is_one_line_with_the_closest_flag_or_choice(case):
+    argv, fragment = TYPOS[case]
+    out = cli(*argv)
+    assert out.returncode == 2 and out.stdout == "", out.stderr
+    assert out.stderr.startswith("fullsvformer: error: ") and len(out.stderr.splitlines()) == 1, out.stderr
+    assert fragment in out.stderr, out.stderr
+
+
+def test_predict_typo_is_one_line():
+    out = predict("--checkpoint", "x.pt", "--top-k", "2", "a.avi")
+    assert out.returncode == 2 and len(out.stderr.splitlines()) == 1, out.stderr
+    assert out.stderr.startswith("fullsvformer: error: ") and "did you mean --topk?" in out.stderr
+
+
+def squeeze(text):
+    return " ".join(text.split())
+
+
+def test_help_says_what_the_presets_change_and_eval_help_lists_only_eval_flags():
+    helptext = squeeze(fs.build_parser().format_help())
+    assert "(default: 224; synthetic preset: 32)" in helptext  # --img-size
+    assert "(default: 0.01; synthetic preset: 0.01; ucf101 preset: 0.01; hmdb51 preset: 0.4)" in helptext
+    assert "(default: 30; synthetic preset: 3)" in helptext  # --epochs
+    evalhelp = squeeze(fs.build_parser(True).format_help())
+    for flag in ("--checkpoint", "--json", "--data-root", "--test-clips", "--test-crops", "--eval-batch", "--device",
+                 "--amp", "--workers", "--val-list"):
+        assert flag in evalhelp, flag
+    for flag in ("--lr", "--epochs", "--mu", "--gamma-kl", "--embed-dim", "--resume", "--out", "--num-frames"):
+        assert flag + " " not in evalhelp, flag
+    assert "(default: the checkpoint's)" in evalhelp
+
+
+def test_make_synthetic_help_shows_defaults_and_a_command_that_works(tmp_path):
+    """tools/make_synthetic.py --help shows each default and suggests two commands; run as written (paths moved
+    under tmp_path), they write the videos and train on them."""
+    helptext = cli("--help", script="tools/make_synthetic.py").stdout
+    assert "(default: 30)" in helptext and "(default: 96x72)" in helptext and "(default: 64)" in helptext
+    commands = [" ".join(c.replace("\\\n", " ").split()) for c in
+                re.findall(r"^ {4}(python .*?(?:\\\n.*?)*)$", make_synthetic.__doc__, re.M)]
+    assert len(commands) == 2 and commands[1].startswith("python fullsvformer.py --dataset ucf101")
+    for command in commands:
+        args = command.replace("/tmp/synth", str(tmp_path / "synth")).split()
+        out = cli(*args[2:], script=args[1], timeout=600)
+        assert out.returncode == 0, (command, out.stderr[-2000:])
+    assert json.loads((tmp_path / "synth-run" / "summary.json").read_text())["test_videos"] == 4 * 12

@@ -1,6 +1,7 @@
 """Training loop, CLI and run directory: tiny CLI runs on the built-in synthetic dataset (cleanrl-style tests)."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -75,6 +76,8 @@ def test_metrics_log_has_every_term(tiny_run):
     assert train[0]["anl_neg_precision"] is None and train[0]["anl_neg_mass"] == 0 and train[0]["kl_used"] == 1
     assert any(r["anl_negatives"] > 0 and r["anl_neg_precision"] is not None for r in train)
     assert [r["epoch"] for r in evals] == [1, 2]  # the last epoch's too, so best.pt compares 1-view figures only
+    # One numbering everywhere: the eval after epoch 1 and the steps of epoch 1 both say epoch 1 (6 steps an epoch).
+    assert [r["epoch"] for r in train] == [1] * 6 + [2] * 6
     # The logged total is the weighted sum of the logged terms (defaults: 2 KL + 2 mix + 1 NL).
     r = train[-1]
     assert r["loss"] == pytest.approx(r["loss_ce"] + 2 * r["loss_kl"] + 2 * r["loss_mix"] + r["loss_nl"], rel=1e-4)
@@ -236,7 +239,7 @@ def test_bad_config_values_name_the_key(tmp_path):
         f.write_text(bad)
         with pytest.raises(ValueError, match=msg):
             fs.parse_config(["--config", str(f)])
-    with pytest.raises(SystemExit):
+    with pytest.raises(fs.UserError, match="argument --arch: invalid choice: 'huge'"):  # one line, not SystemExit
         fs.parse_config(["--arch", "huge"])
 
 
@@ -631,3 +634,86 @@ def test_demo_stage0_is_committed():
     to the synthetic preset or to STAGE0 that changes the key needs `python tools/make_stage0.py` and a commit."""
     key = fs.stage0_config(fs.parse_config([])[0])[1]
     assert (fs.PRETRAINED_DIR / f"stage0-{key}.safetensors").is_file(), sorted(fs.PRETRAINED_DIR.glob("*"))
+
+
+# ---- a run's config and a finished run -------------------------------------------------------------------------------
+
+def test_config_yaml_reruns_as_a_new_run(tiny_run, tmp_path):
+    """RUN/config.yaml leaves out what names the run or the machine, so `--config RUN/config.yaml` (the README's
+    rerun) starts a new run in the default directory instead of stopping at 'already holds a run'."""
+    out, summary = tiny_run
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert not {"out", "resume", "device"} & set(saved["train"]) and "workers" not in saved["data"]
+    p = subprocess.run([sys.executable, str(ROOT / "fullsvformer.py"), "--config", str(out / "config.yaml")],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert p.returncode == 0, p.stderr[-2000:]
+    (new,) = (tmp_path / "runs").iterdir()
+    assert json.loads((new / "summary.json").read_text())["top1"] == summary["top1"]  # the same settings
+
+
+def test_resuming_a_finished_run_leaves_it_as_it_is(tiny_run, tmp_path):
+    out, summary = tiny_run
+    before = {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()}
+    p = run_cli(["--resume", str(out)])
+    assert f"{out} is finished (2 epochs, 12 steps)" in p.stdout and str(out / "summary.json") in p.stdout
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before  # not even log.txt
+    for flags, fragment in ((["--lr", "0.1"], "--lr would change nothing"),
+                            (["--epochs", "1"], "--epochs 1 cannot shorten it")):
+        p = run_cli(["--resume", str(out), *flags], check=False)
+        assert p.returncode == 2 and fragment in p.stderr and "is a finished run of 2 epochs" in p.stderr, p.stderr
+    assert {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in out.iterdir()} == before
+    # A larger --epochs extends it (on a copy): one more epoch of 6 steps.
+    shutil.copytree(out, tmp_path / "more")
+    torch.set_num_threads(1)
+    more = fs.main(["--resume", str(tmp_path / "more"), "--epochs", "3"])
+    assert more["epochs"] == 3 and more["steps"] == 18
+
+
+def test_readme_describes_the_demo_that_runs():
+    """The README's Quick start and Results describe `python fullsvformer.py` with numbers that are checked here
+    against the demo preset and the data it builds, so that they cannot drift from it again."""
+    text = " ".join((ROOT / "README.md").read_text().split()).replace("**", "")
+    cfg = fs.parse_config([])[0]
+    data = fs.build_data(cfg.data, cfg.train.seed)
+    per_class, rest = divmod(len(data.labeled), data.num_classes)
+    assert rest == 0
+    steps = fs.steps_per_epoch(data) * cfg.train.epochs
+    model = f"{cfg.model.depth} blocks, D {cfg.model.embed_dim}, {cfg.data.img_size} px, {cfg.data.num_frames} frames"
+    clips = (f"{data.num_classes} classes, {per_class} labeled clip{'s' if per_class > 1 else ''} per class, "
+             f"{len(data.unlabeled):,} unlabeled, {len(data.test)} test clips")
+    quick = text[text.index("## Quick start"):text.index("## Usage")]
+    assert f"a small TimeSformer ({model})" in quick and f"({clips})" in quick, quick
+    assert f"for {cfg.train.epochs} epochs ({steps} steps)" in quick, quick
+    results = text[text.index("CPU demo (`python fullsvformer.py`"):]
+    assert results.startswith(f"CPU demo (`python fullsvformer.py`: the synthetic UCF-101 proxy, {data.num_classes} "
+                              f"classes, {per_class} labeled clip per class and {len(data.unlabeled):,} unlabeled; "
+                              f"a {cfg.model.depth}-block TimeSformer (D {cfg.model.embed_dim}, {cfg.data.img_size} "
+                              f"px, {cfg.data.num_frames} frames) fine-tuned for {steps} steps"), results[:300]
+
+
+# ---- combinations of fields: one-line errors before any work --------------------------------------------------------
+
+COMBINATIONS = [  # (flags on TINY: 16 px, patch 8, 4 frames at stride 2, 16-frame videos, 9 labeled, 27 unlabeled)
+    (["--img-size", "20"], "data.img_size=20 is not a multiple of model.patch_size=8"),
+    (["--num-frames", "8", "--clip-stride", "3"], "span 22 frames, more than the synthetic videos' "
+                                                  "data.synth_length=16"),
+    (["--temporal-warp-keys", "2,8"], "cannot pick 8 key frames of a clip of data.num_frames=4"),
+    (["--mu", "1", "--labeled-batch", "1"], "mu x data.labeled_batch = 1"),
+    (["--test-crops", "3"], "data.test_crops=3: the synthetic frames are square"),
+    (["--test-clips", "5", "--synth-length", "8"], "data.test_clips=5: synthetic videos of data.synth_length=8 frames "
+                                                   "hold 2 distinct clips"),
+    (["--global-batch", "10", "--labeled-batch", "1"], "the labeled set has 9 clips, fewer than "
+                                                       "train.global_batch=10"),
+    (["--mu", "20"], "an epoch has 0 micro-batch(es)"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(COMBINATIONS)))
+def test_combinations_that_cannot_be_honoured_fail_before_any_work(tmp_path, monkeypatch, case):
+    """Each is a UserError naming its keys, raised before stage 0 trains and before the run directory exists."""
+    flags, message = COMBINATIONS[case]
+    monkeypatch.setattr(fs, "stage0_checkpoint", lambda cfg: pytest.fail("stage 0 was reached"))
+    with pytest.raises(fs.UserError, match=re.escape(message)):
+        fs.main(TINY[:-1] + ["synthetic", *flags, "--out", str(tmp_path / "r")])
+    assert not (tmp_path / "r").exists()

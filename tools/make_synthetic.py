@@ -1,8 +1,12 @@
-"""Write the built-in synthetic clips as video files in the official UCF-101 or HMDB-51 layout, lists included, so
+r"""Write the built-in synthetic clips as video files in the official UCF-101 or HMDB-51 layout, lists included, so
 that the real path (lists -> split -> decode -> loader) runs end to end without the datasets:
 
-    python tools/make_synthetic.py --out /tmp/synth --layout ucf101 [--classes 4 --clips-per-class 10 --size 64]
-    python fullsvformer.py --dataset ucf101 --data-root /tmp/synth --labeled 0.02 ...
+    python tools/make_synthetic.py --out /tmp/synth --layout ucf101
+    python fullsvformer.py --dataset ucf101 --data-root /tmp/synth --labeled 0.02 --arch tiny --img-size 64 \
+        --global-batch 4 --labeled-batch 2 --epochs 1 --device cpu --out /tmp/synth-run
+
+(the second trains a small model for one epoch on the CPU in about a minute, from scratch; the paper's defaults, a
+ViT-B at 224 px with a global batch of 64, need a GPU and more clips than these).
 
 Videos are 25 fps mpeg4 AVIs. UCF-101 style: CamelCase class folders under UCF-101/, v_<Class>_gGG_cCC.avi, and split
 k tests groups 7(k-1)+1..7k as the official lists do. HMDB-51 style: per 10 clips 3 test (tag 2), 1 unused (tag 0) and
@@ -20,16 +24,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fullsvformer as fs  # noqa: E402
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True)
-    p.add_argument("--layout", required=True, choices=("ucf101", "hmdb51"))
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The docstring as written, and each option's default."""
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = fs.ArgumentParser(prog="tools/make_synthetic.py", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--out", required=True, default=argparse.SUPPRESS, help="folder to write")
+    p.add_argument("--layout", required=True, choices=("ucf101", "hmdb51"), default=argparse.SUPPRESS,
+                   help="official list format")
     p.add_argument("--task", default="ucf-proxy", help="a task of fullsvformer.SYNTH_TASKS")
     p.add_argument("--classes", type=int, default=4, help="its first N classes (0: all)")
-    p.add_argument("--clips-per-class", type=int, default=10)
-    p.add_argument("--size", default="64", help="frame size in pixels, even: N (square) or WxH, e.g. 320x240 as UCF-101")
+    # UCF-101 layout: clip k is group k %% 25 + 1 and split 1 tests groups 1-7, so 30 clips give 18 train, 12 test.
+    p.add_argument("--clips-per-class", type=int, default=30, help="videos per class")
+    p.add_argument("--size", default="96x72", help="frame size in pixels, even: N (square) or WxH, e.g. 320x240 as "
+                                                   "UCF-101 (4:3, so that test crops along the long side differ)")
     p.add_argument("--length", type=int, default=64, help="frames per video (25 fps)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="content seed")
     a = p.parse_args(argv)
     try:
         W, H = (int(v) for v in (a.size.split("x") if "x" in a.size else (a.size, a.size)))
@@ -77,7 +88,8 @@ def main(argv: list[str] | None = None) -> None:
                 tags = [2 if (k + s) % 10 < 3 else 0 if (k + s) % 10 == 3 else 1 for k in range(len(vids))]
                 (sdir / f"{c}_test_split{s}.txt").write_text("".join(f"{v} {t} \n" for v, t in zip(vids, tags)))
     print(f"wrote {len(names) * a.clips_per_class} videos ({a.layout} layout) under {out}")
+    return {}
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(fs.cli(entry=main))

@@ -1,6 +1,7 @@
 """Classify video files with a trained run:
 
     python tools/predict.py --checkpoint runs/RUN/last.pt [--teacher] [--topk 5] [--json] VIDEO [VIDEO ...]
+    python tools/predict.py --checkpoint runs/RUN VIDEO ...        # a run directory: its last.pt
 
 It uses the checkpoint's own config (frames, size, normalisation, the test_clips x test_crops views of `eval`, logits
 averaged) and the class names stored in it. An unreadable video is reported on stderr and skipped (exit status 1); a
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -21,9 +23,9 @@ import fullsvformer as fs  # noqa: E402
 
 def predict(argv: list[str]) -> dict:
     """Print the top-k classes of each video; -> {"predicted": n, "failed": n}."""
-    p = argparse.ArgumentParser(prog="tools/predict.py", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a run's last.pt (or best.pt)")
+    p = fs.ArgumentParser(prog="tools/predict.py", description=__doc__,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a run's last.pt (or best.pt), or its run directory (last.pt)")
     p.add_argument("--teacher", action="store_true", help="use the EMA teacher instead of the student")
     p.add_argument("--topk", type=int, default=5, help="classes to show per video (default: 5)")
     p.add_argument("--json", action="store_true",
@@ -33,7 +35,9 @@ def predict(argv: list[str]) -> dict:
     a = p.parse_args(argv)
     if a.topk < 1:
         p.error("--topk must be at least 1")
-    ckpt = fs.read_run_checkpoint(a.checkpoint)
+    fs.log.addHandler(logging.StreamHandler(sys.stderr))  # notes on stderr: stdout is the predictions (--json)
+    fs.log.setLevel(logging.INFO)
+    ckpt = fs.read_run_checkpoint(fs.checkpoint_path(a.checkpoint))
     cfg = fs.config_from_dict(ckpt["config"])
     names = ckpt.get("class_names") or [str(y) for y in range(ckpt["num_classes"])]  # older checkpoints: numbers
     device = fs.pick_device(a.device)
