@@ -54,7 +54,7 @@ if [[ $part == all || $part == grid ]]; then
 10pc full 2e-3 6
 10pc full 4e-3 6
 10pc full 2e-3 3
-10pc full 1e-3 12
+10pc full 2e-3 12
 40pc supervised 1e-3 3
 40pc supervised 1e-3 6
 40pc supervised 2e-3 3
