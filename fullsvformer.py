@@ -2004,7 +2004,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=labeled_batch))
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
     run_dir, created = run_directory(cfg, world)
-    check_writable(run_dir, "--out" if not t.resume else "--resume", "choose an --out on a writable disk")  # each rank
+    check_writable(run_dir, "--resume" if t.resume else "--out", "copy the run to a writable disk and --resume the "
+                   "copy" if t.resume else "choose an --out on a writable disk")  # on every rank: all stop together
     pretrained = cfg.model.pretrained
     if pretrained == "synthetic" and not t.resume:
         pretrained = stage0_checkpoint(cfg)  # before this run's logging starts: stage 0 logs to its own directory
