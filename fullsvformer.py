@@ -2131,7 +2131,8 @@ def stop_on_signals(run: Run) -> contextlib.AbstractContextManager:
             raise KeyboardInterrupt
         run.signal = run.signal or signum
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-        stack.callback(signal.signal, sig, signal.signal(sig, on_signal))
+        previous = signal.signal(sig, on_signal)
+        stack.callback(signal.signal, sig, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
     return stack
 
 
@@ -2657,7 +2658,8 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSf
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Entry point: train (default), or one of the subcommands. Returns the run's metrics."""
+    """Entry point: train (default), or one of the subcommands. Returns the run's metrics; raises Stopped when a
+    signal stopped the run (last.pt written: cli() exits REQUEUE_EXIT)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "eval":
         return evaluate_checkpoint(argv[1:])
