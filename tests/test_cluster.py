@@ -55,7 +55,8 @@ def run_signalled(tmp: Path, args: list, procs: int = 1, **env) -> subprocess.Co
 
 def resume(run_dir: Path, procs: int = 1) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "fullsvformer.py"] if procs == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "fullsvformer.py"]
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+         "fullsvformer.py"]
     p = subprocess.run(cmd + ["--resume", str(run_dir)], capture_output=True, text=True, timeout=600, cwd=ROOT,
                        env=ENV)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
@@ -63,7 +64,7 @@ def resume(run_dir: Path, procs: int = 1) -> subprocess.CompletedProcess:
 
 
 def assert_same_run(a: Path, b: Path) -> None:
-    """Run b ended as run a: summary.json's results, the final student and teacher bit for bit, every step logged once."""
+    """Run b ended as run a: summary.json's results, the final student and teacher bit for bit, each step logged once."""
     sa, sb = (json.loads((d / "summary.json").read_text()) for d in (a, b))
     for k in RESULT_KEYS:
         assert sa[k] == sb[k], k
@@ -85,7 +86,7 @@ def reference(tmp_path_factory) -> Path:
     return out
 
 
-# ---- a stop signal -----------------------------------------------------------------------------------------------------
+# ---- a stop signal ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGUSR1"])
 def test_a_stop_signal_ends_the_step_writes_last_pt_exits_75_and_resume_is_exact(reference, tmp_path, sig):
@@ -125,7 +126,7 @@ def test_sigterm_to_every_process_with_loader_workers(reference, tmp_path):
     assert_same_run(reference, out)  # the worker count changes no draw (README)
 
 
-# ---- several processes -------------------------------------------------------------------------------------------------
+# ---- several processes ------------------------------------------------------------------------------------------------
 
 def stopped_ranks(stderr: str) -> set:
     """The ranks that torchrun's failure report lists with exit status 75."""
@@ -413,8 +414,8 @@ def test_low_free_space_warns_with_the_sizes(tmp_path, monkeypatch):
     run = fs.setup_run(fs.parse_config(FLAGS + ["--out", str(tmp_path / "run")])[0], distributed=False)
     need = fs.checkpoint_bytes(run.model, "adamw")
     assert 3 * need > 10 ** 6
-    assert (f"{tmp_path / 'run'}: 0.001 GB free, but a checkpoint of this model is {need / 1e9:.3g} GB and a run needs room "
-            "for 3") in (tmp_path / "run" / "log.txt").read_text()
+    assert (f"{tmp_path / 'run'}: 0.001 GB free, but a checkpoint of this model is {need / 1e9:.3g} GB and a run "
+            "needs room for 3") in (tmp_path / "run" / "log.txt").read_text()
 
 
 def test_the_checkpoint_size_estimate(reference):
