@@ -19,26 +19,32 @@ and `train`/`optimizer_step` (the loop). Everything else feeds them: config, mod
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import copy
 import dataclasses
 import difflib
+import errno
 import functools
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, BinaryIO, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -48,7 +54,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 import torch.utils.data
 import yaml
-from safetensors.torch import load_file as load_safetensors, save_file as save_safetensors
+from safetensors.torch import load_file as load_safetensors, save as safetensors_bytes
 from tqdm import tqdm
 
 # timm (1.8 s to import), torchvision (1.3 s) and torchcodec (it needs FFmpeg's libraries, which a machine that only
@@ -59,6 +65,15 @@ log = logging.getLogger("fullsvformer")
 
 class UserError(ValueError):
     """A mistake the user can fix (flag, config value, file, dataset layout): the CLI prints it in one line, exit 2."""
+
+
+class Stopped(Exception):
+    """Training stopped by a signal (stop_on_signals), after writing last.pt: the CLI exits with REQUEUE_EXIT."""
+
+
+# The exit status of a run stopped by SIGTERM, SIGINT or SIGUSR1 once last.pt is written: EX_TEMPFAIL of sysexits.h,
+# "a temporary failure; the user is invited to retry", i.e. requeue it with --resume RUN_DIR (README "On a cluster").
+REQUEUE_EXIT = 75
 
 
 # ==== Config ==========================================================================================================
@@ -1588,13 +1603,34 @@ def resolve_workers(workers: int) -> int:
 
 def _loader(data: Data, dataset, batch_sampler, collate, persistent: bool) -> torch.utils.data.DataLoader:
     c, workers = data.cfg, resolve_workers(data.cfg.workers)
+    if workers > 0:  # once, and after multiprocessing's own exit function, so that it runs before it
+        atexit.unregister(_end_loader_workers)
+        atexit.register(_end_loader_workers)
     return torch.utils.data.DataLoader(
         dataset, batch_sampler=batch_sampler, collate_fn=collate, num_workers=workers,
         pin_memory=c.pin_memory and torch.cuda.is_available(), persistent_workers=persistent and workers > 0,
-        prefetch_factor=c.prefetch if workers > 0 else None,
+        prefetch_factor=c.prefetch if workers > 0 else None, worker_init_fn=_ignore_stop_signals,
         # Its own generator: a new iterator otherwise draws its base seed from the global RNG, which would shift the
         # model's dropout stream between an uninterrupted run and a resumed one.
         generator=torch.Generator().manual_seed(stream_seed("loader", data.seed)))
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: SIGTERM, SIGINT and SIGUSR1 are the training process's to handle (stop_on_signals). A
+    scheduler that signals every process (SLURM), or Ctrl-C (the terminal signals the whole process group), would
+    otherwise end the workers, and the loader would fail before the graceful stop. _end_loader_workers ends them."""
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _end_loader_workers() -> None:
+    """At exit: kill the loader workers still running (persistent ones, or those of a loader an exception kept), as
+    multiprocessing's exit function ends every daemonic child, but with SIGKILL: they ignore its SIGTERM
+    (_ignore_stop_signals), and it would then wait for them forever."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would report each killed worker as a failure
+    for p in multiprocessing.active_children():
+        if p.daemon:
+            p.kill()
 
 
 def train_batches(data: Data, epoch: int, start_step: int = 0, rank: int = 0, world: int = 1,
@@ -2107,6 +2143,8 @@ class Run:
     meter: dict = field(default_factory=dict)  # sums of the logged terms since the last log line (device tensors)
     t_start: float = 0.0
     tb: Any = None  # rank 0's TensorBoard SummaryWriter with --tensorboard, else None
+    signal: int = 0  # a stop signal this process received (stop_on_signals sets it)
+    stopping: int = 0  # the signal every rank stops for, agreed in optimizer_step's collective
 
 
 def setup_run(cfg: Config, distributed: bool = True) -> Run:
@@ -2122,6 +2160,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
     data = build_data(cfg.data, t.seed)  # a wrong layout or list fails here, before anything is written
     micro_per_epoch = check_batches(data, t.global_batch, accum, world)
     run_dir, created = run_directory(cfg, world)  # a run already there: refused before stage 0 trains
+    check_writable(run_dir, "--resume" if t.resume else "--out", "copy the run to a writable disk and --resume the "
+                   "copy" if t.resume else "choose an --out on a writable disk")  # on every rank: all stop together
     pretrained = cfg.model.pretrained
     if pretrained == "synthetic" and not t.resume:
         pretrained = stage0_checkpoint(cfg)  # before this run's logging starts: stage 0 logs to its own directory
@@ -2147,6 +2187,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
                  "parameters", a["arch"], a["embed_dim"], a["depth"], a["num_heads"], a["patch_size"], a["mlp_ratio"],
                  a["num_frames"], a["img_size"], a["num_classes"], a["params"] / 1e6)
         model.to(device)
+        if rank == 0:
+            check_free_space(run_dir, checkpoint_bytes(model, t.optimizer))
         teacher = copy.deepcopy(model).eval().requires_grad_(False)
         _channel_stats(tuple(cfg.data.mean), tuple(cfg.data.std), torch.float32, device)  # here, not in the first step
         layout = {"world": world, "accum": accum, "steps_per_epoch": micro_per_epoch // accum}
@@ -2165,7 +2207,8 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
             as_asked = config_to_dict(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, labeled_batch=asked)))
             reusable = {s: {k: v for k, v in sec.items() if k not in MACHINE_KEYS[s]} for s, sec in as_asked.items()}
             record = {**reusable, "provenance": provenance()}  # the config loader skips provenance
-            (run_dir / "config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+            text = yaml.safe_dump(record, sort_keys=False)
+            atomic_write(run_dir / "config.yaml", lambda f: f.write(text.encode()), run_dir)
             truncate_metrics(run_dir / "metrics.jsonl", run.state["step"])
         seed_everything(stream_seed("dropout", t.seed, rank, run.state["step"]))  # dropout and drop-path, per rank
         if rng_global is not None:
@@ -2190,10 +2233,72 @@ def setup_run(cfg: Config, distributed: bool = True) -> Run:
         raise
 
 
+def check_writable(folder: Path, what: str, fix: str) -> None:
+    """A UserError unless a file can be created in `folder` (or, before it exists, in its nearest existing parent):
+    tried, since root passes os.access on a read-only mount and a full quota shows only on writing."""
+    probe = Path(folder).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise UserError(f"{what} {folder}: cannot write in {probe}: {e.strerror or e}; {fix}") from e
+
+
+def checkpoint_bytes(model: nn.Module, optimizer: str) -> int:
+    """The size of one run checkpoint of `model`: student + EMA teacher + the optimizer's state per parameter (SGD's
+    momentum; AdamW's two moments). ViT-B/16 TimeSformer with SGD: ~1.5 GB."""
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    params = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return 2 * weights + (2 if optimizer == "adamw" else 1) * params
+
+
+def check_free_space(run_dir: Path, ckpt_bytes: int) -> None:
+    """Warn when the disk of run_dir has room for fewer than 3 checkpoints: last.pt, best.pt and the next last.pt's
+    temporary copy (written in full before it replaces last.pt)."""
+    probe = Path(run_dir).absolute()
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < 3 * ckpt_bytes:
+        log.warning("%s: %.3g GB free, but a checkpoint of this model is %.3g GB and a run needs room for 3 (last.pt, "
+                    "best.pt and the copy being written): the run will stop with 'writing ... failed' when the disk "
+                    "fills up; free space or choose another --out", probe, free / 1e9, ckpt_bytes / 1e9)
+
+
 def train(cfg: Config, distributed: bool = True) -> dict:
-    """Train (or resume) as configured and return summary.json's metrics; distributed=False: this process alone."""
+    """Train (or resume) as configured and return summary.json's metrics; distributed=False: this process alone.
+    A SIGTERM, SIGINT or SIGUSR1 stops every rank at the next optimizer step: last.pt, then Stopped."""
     run = setup_run(cfg, distributed)
-    cfg, t, s = run.cfg, cfg.train, run.state
+    with stop_on_signals(run):
+        train_epochs(run)
+    return finish(run)
+
+
+def stop_on_signals(run: Run) -> contextlib.AbstractContextManager:
+    """While training, SIGTERM (SLURM, Kubernetes, spot instances; torchrun forwards it), SIGINT (Ctrl-C) and SIGUSR1
+    only record the signal: train_epochs stops at the next optimizer step, where every rank learns it from the step's
+    collective. A second SIGINT aborts at once; a repeated SIGTERM or SIGUSR1 changes nothing (a scheduler that
+    signals every process and torchrun's forwarding deliver two). Python runs handlers in the main thread between
+    bytecodes, so no step is cut in half. The previous handlers are restored on leaving."""
+    stack = contextlib.ExitStack()
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
+        return stack
+
+    def on_signal(signum, frame):
+        if run.signal and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        run.signal = run.signal or signum
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        previous = signal.signal(sig, on_signal)
+        stack.callback(signal.signal, sig, signal.SIG_DFL if previous is None else previous)  # None: set outside Python
+    return stack
+
+
+def train_epochs(run: Run) -> None:
+    """The training loop, from the run's position to its last epoch (raises Stopped after a stop signal)."""
+    cfg, t, s = run.cfg, run.cfg.train, run.state
     end = run.steps_per_epoch * run.accum  # micro-batches per epoch; a partial last accumulation group is not used
     for epoch in range(s["epoch"], t.epochs):
         run.student.train()
@@ -2225,18 +2330,34 @@ def train(cfg: Config, distributed: bool = True) -> dict:
             bar.update(1)
             if s["step"] % t.log_every == 0 or s["micro"] == end:
                 t_log = log_train(run, epoch, lr, t_log, bar)
-            if t.ckpt_every and s["step"] % t.ckpt_every == 0 and s["micro"] < end:  # epoch end: below
+            if run.stopping or (t.ckpt_every and s["step"] % t.ckpt_every == 0 and s["micro"] < end):  # else: below
                 t0 = time.perf_counter()
                 checkpoint(run)
                 t_log += time.perf_counter() - t0  # the interval's clips/s excludes the checkpoint write
+            if run.stopping:
+                bar.close()
+                stop_training(run)
         bar.close()
         s["epoch"], s["micro"] = epoch + 1, 0
+        improved = False
         if t.eval_every and ((epoch + 1) % t.eval_every == 0 or epoch + 1 == t.epochs):
-            eval_epoch(run)
+            improved = eval_epoch(run)
         if (epoch + 1) % t.ckpt_epochs == 0 or epoch + 1 == t.epochs or (
                 t.ckpt_every and s["step"] % t.ckpt_every == 0):
             checkpoint(run)
-    return finish(run)
+        if improved:  # after last.pt: a disk with room for one checkpoint keeps the one to resume from
+            checkpoint(run, best=True)
+
+
+def stop_training(run: Run) -> None:
+    """After a stop signal (last.pt written): one log line, every rank waits until it is on disk, then Stopped."""
+    msg = (f"stopped by {signal.Signals(run.stopping).name} at step {run.state['step']}; resume with --resume "
+           f"{run.run_dir}")
+    if run.rank == 0:
+        log.warning(msg)
+    if run.world > 1:
+        dist.barrier()  # torchrun kills every worker once one exits: rank 0 first finishes writing last.pt
+    raise Stopped(msg)
 
 
 def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> float:
@@ -2244,20 +2365,22 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
 
     Every rank takes the same decisions from one collective, the step's one host sync: skip (a non-finite loss on any
     rank: gradients are averaged, so one NaN reaches everyone), ANL's k for the next step (the max of batch_k over the
-    whole unlabeled batch) and the bad-video abort (skips counted over all ranks).
+    whole unlabeled batch), the bad-video abort (skips counted over all ranks) and the stop (a signal on any rank:
+    run.stopping, so that a rank the signal did not reach stops at the same step).
     """
     s, t, bad = run.state, run.cfg.train, run.data.bad
     lr = lr_at((s["step"] + 1) / run.steps_per_epoch, t)  # the lr at the end of this step: never 0 in warmup
     for g in run.optimizer.param_groups:
         g["lr"] = lr
-    nonfinite, failed = ~finite, len(bad.failed)
+    nonfinite, failed, stop_sig = ~finite, len(bad.failed), run.signal
     if run.world > 1:
-        mine = torch.stack([nonfinite.long(), step_k.long(), torch.tensor(failed, device=step_k.device)])
+        mine = torch.cat([torch.stack([nonfinite.long(), step_k.long()]),
+                          torch.tensor([failed, stop_sig], device=step_k.device)])
         every = [torch.empty_like(mine) for _ in range(run.world)]
         dist.all_gather(every, mine)
-        every = torch.stack(every)  # (world, 3)
+        every = torch.stack(every)  # (world, 4)
         step_k = every[:, 1].amax()
-        nonfinite, failed = torch.stack([every[:, 0].amax(), every[:, 2].sum()]).tolist()  # one host sync
+        nonfinite, failed, stop_sig = torch.stack([every[:, 0].amax(), every[:, 2].sum(), every[:, 3].amax()]).tolist()
     if failed > bad.max_fraction * bad.pool_size:  # the same decision on every rank: no peer waits for a dead one
         raise UserError(f"{failed} of {bad.pool_size} training videos failed to decode on {run.world} process(es), "
                         f"more than max_bad_fraction={bad.max_fraction}; this process's first: "
@@ -2284,6 +2407,7 @@ def optimizer_step(run: Run, finite: torch.Tensor, step_k: torch.Tensor) -> floa
                                      "--lr, or use --amp bf16 instead of fp16)")
     run.optimizer.zero_grad(set_to_none=True)
     s["step"] += 1
+    run.stopping = stop_sig
     return lr
 
 
@@ -2306,7 +2430,7 @@ def log_train(run: Run, epoch: int, lr: float, t_log: float, bar) -> float:
         row["anl_neg_precision"] = 1 - true / negs if negs > 0 else None
     run.warm, run.meter = True, {}
     if run.rank == 0:
-        append_metrics(run.run_dir / "metrics.jsonl", row)
+        append_metrics(run.run_dir / "metrics.jsonl", row, run.run_dir)
         write_scalars(run.tb, row)
         bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{row['clips_per_s']:.1f}")
     pl = f", pseudo-label acc {row['pseudo_label_acc']:.2f}" if row.get("pseudo_label_acc") is not None else ""
@@ -2328,8 +2452,9 @@ def bad_summary(run: Run) -> dict:
     return merged.summary()
 
 
-def eval_epoch(run: Run) -> None:
-    """The cheap 1-view eval of student and teacher; best.pt when either improves (test-selected: see checkpoint)."""
+def eval_epoch(run: Run) -> bool:
+    """The cheap 1-view eval of student and teacher; -> whether either improved on the best so far (the caller then
+    writes best.pt, test-selected: see checkpoint)."""
     s = run.state
     res = evaluate({"student": run.model, "teacher": run.teacher}, run.data, run.device, run.amp, False, run.rank,
                    run.world)
@@ -2338,11 +2463,12 @@ def eval_epoch(run: Run) -> None:
            **{f"teacher_{k}": res["teacher"][k] for k in ("top1", "top5")}}
     log.info("epoch %d eval (1 view): student %.2f, teacher %.2f", s["epoch"], row["top1"], row["teacher_top1"])
     if run.rank == 0:
-        append_metrics(run.run_dir / "metrics.jsonl", row)
+        append_metrics(run.run_dir / "metrics.jsonl", row, run.run_dir)
         write_scalars(run.tb, row)
-    if max(row["top1"], row["teacher_top1"]) > s["best_top1"]:
-        s["best_top1"], s["best_epoch"] = max(row["top1"], row["teacher_top1"]), s["epoch"]
-        checkpoint(run, best=True)
+    if max(row["top1"], row["teacher_top1"]) <= s["best_top1"]:
+        return False
+    s["best_top1"], s["best_epoch"] = max(row["top1"], row["teacher_top1"]), s["epoch"]
+    return True
 
 
 def finish(run: Run) -> dict:
@@ -2360,7 +2486,8 @@ def finish(run: Run) -> dict:
                "nonfinite_skipped": s["nonfinite_total"], **bad_summary(run),
                "config": config_to_dict(cfg), "provenance": provenance()}
     if run.rank == 0:
-        atomic_write(run.run_dir / "summary.json", lambda p: p.write_text(json.dumps(summary, indent=1)))
+        atomic_write(run.run_dir / "summary.json", lambda f: f.write(json.dumps(summary, indent=1).encode()),
+                     run.run_dir)
         log_summary_table(summary, f"run directory: {run.run_dir} (summary.json, last.pt, log.txt, metrics.jsonl)")
     if run.tb is not None:
         run.tb.close()
@@ -2398,9 +2525,21 @@ def run_directory(cfg: Config, world: int = 1) -> tuple[Path, bool]:
     return Path(name), new
 
 
-def append_metrics(path: Path, row: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n")
+def append_metrics(path: Path, row: dict, run_dir: Path | None = None) -> None:
+    """Append one JSON line; a failed write raises write_error's one line and leaves no partial line (which would
+    stop a resume's truncate_metrics)."""
+    line = (json.dumps({k: (round(v, 6) if isinstance(v, float) else v) for k, v in row.items()}) + "\n").encode()
+    try:
+        with open(path, "ab", buffering=0) as f:  # unbuffered: one write(2), whose failure is seen here
+            end = f.tell()
+            try:
+                if f.write(line) != len(line):  # a short write: the disk filled up within the line
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                os.ftruncate(f.fileno(), end)
+                raise
+    except OSError as e:
+        raise write_error(path, e, run_dir) from e
 
 
 def tensorboard_writer(log_dir: Path, purge_step: int | None = None, rank: int = 0):
@@ -2429,7 +2568,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     """On resume, drop metrics lines logged after the checkpoint, so the log reads as one uninterrupted run."""
     if path.exists():
         keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        atomic_write(path, lambda p: p.write_text("".join(line + "\n" for line in keep)))
+        atomic_write(path, lambda f: f.write("".join(line + "\n" for line in keep).encode()), path.parent)
 
 
 def last_metric(path: Path, key: str) -> float | None:
@@ -2456,11 +2595,41 @@ def log_summary_table(s: dict, where: str) -> None:
 
 # ==== Checkpointing ===================================================================================================
 
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """write(PATH.tmp), then rename it to path: atomic, a run killed mid-write keeps the previous file."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], Any], run_dir: Path | None = None) -> None:
+    """write(PATH.tmp opened for writing), fsync it, rename it to path, fsync the folder: a run killed mid-write keeps
+    the previous file, and after a crash or power loss the renamed file is complete (a rename alone does not order
+    the data on disk: fsync(2), "Notes"). A failed write (full disk, read-only folder, I/O error) removes PATH.tmp and
+    raises write_error's one line; run_dir: the run whose last.pt to resume from."""
     tmp = Path(f"{path}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:  # a file object: torch.save on a path reports a full disk without its OSError
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fd = os.open(path.parent, os.O_RDONLY)  # the rename itself is an entry of the folder
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except (OSError, RuntimeError) as e:
+        with contextlib.suppress(OSError):  # e.g. a read-only folder, where PATH.tmp was never created
+            tmp.unlink(missing_ok=True)
+        cause = e if isinstance(e, OSError) else e.__context__  # torch.save may end a failed write with a RuntimeError
+        if not isinstance(cause, OSError):
+            raise
+        raise write_error(path, cause, run_dir) from e
+
+
+def write_error(path: Path, e: OSError, run_dir: Path | None = None) -> UserError:
+    """The one line for a write that failed (ENOSPC, EROFS, EACCES, EIO...): the file, the reason, and, in a run,
+    where it continues from: its last.pt is written atomically, so the one on disk is the previous, intact one."""
+    msg = f"writing {path} failed: {e.strerror or e}"
+    if run_dir is not None:
+        last = Path(run_dir) / "last.pt"
+        msg += (f"; {last} is intact: make room (or make the folder writable) and continue with --resume {run_dir}"
+                if last.is_file() else "; no checkpoint had been written yet")
+    return UserError(msg)
 
 
 def rng_state() -> dict:
@@ -2504,7 +2673,7 @@ def checkpoint(run: Run, best: bool = False) -> None:
             "scaler": run.scaler.state_dict(), "ranks": ranks,
             "state": {**s, "anl_k": int(run.anl_k), "wall_time_s": time.perf_counter() - run.t_start},
             "meter": {k: float(v) for k, v in run.meter.items()}, "config": config_to_dict(run.cfg)}
-    atomic_write(run.run_dir / ("best.pt" if best else "last.pt"), lambda p: torch.save(ckpt, p))
+    atomic_write(run.run_dir / ("best.pt" if best else "last.pt"), lambda f: torch.save(ckpt, f), run.run_dir)
 
 
 def load_checkpoint(run: Run, path: Path) -> dict:
@@ -2597,6 +2766,8 @@ def stage0_checkpoint(cfg: Config) -> str:
         return str(PRETRAINED_DIR / f"stage0-{key}.safetensors")
     out = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fullsvformer" / f"stage0-{key}"
     if not (out / "stage0.safetensors").is_file():
+        check_writable(out, "the stage-0 cache", "set XDG_CACHE_HOME to a writable folder (stage 0 is cached in "
+                       "$XDG_CACHE_HOME/fullsvformer/)")  # on every rank: all stop
         rank, world, _ = init_distributed()
         if rank == 0:
             log.warning("training the stage-0 image model of the synthetic task into %s (once)", out)
@@ -2605,7 +2776,7 @@ def stage0_checkpoint(cfg: Config) -> str:
                 train(dataclasses.replace(pre, train=dataclasses.replace(pre.train, out=str(out), resume=resume)),
                       distributed=False)
             weights = {k: v.contiguous() for k, v in torch_load(out / "last.pt")["model"].items()}
-            atomic_write(out / "stage0.safetensors", lambda p: save_safetensors(weights, str(p)))
+            atomic_write(out / "stage0.safetensors", lambda f: f.write(safetensors_bytes(weights)))
         if world > 1:
             dist.barrier()
     return str(out / "stage0.safetensors")
@@ -2655,7 +2826,11 @@ def build_parser(with_checkpoint: bool = False) -> argparse.ArgumentParser:
                     "KL, adaptive negative learning, Tube TokenMix). Subcommand: eval (--help); tools/ classifies "
                     "videos (predict.py) and prepares datasets. Defaults shown are the dataclass defaults (the paper's "
                     "setting), followed by what a --dataset preset sets instead (synthetic, the default, is the CPU "
-                    "demo). --debug (or FULLSVFORMER_DEBUG=1) shows the traceback of an error.")
+                    "demo). --debug (or FULLSVFORMER_DEBUG=1) shows the traceback of an error.",
+        epilog=None if with_checkpoint else
+        f"Exit status: 0 done; 2 a mistake, or a failed write (one line: 'fullsvformer: error: ...'); {REQUEUE_EXIT} "
+        "stopped by SIGTERM, SIGINT or SIGUSR1 at an optimizer step, after writing last.pt: requeue it with --resume "
+        "RUN_DIR (a second Ctrl-C aborts at once).")
     p.add_argument("--config", default="", help="YAML file of {model|data|train: {field: value}}; flags override it")
     if with_checkpoint:
         p.add_argument("--checkpoint", required=True, help="a run's checkpoint: RUN/last.pt (the final model; best.pt "
@@ -2734,7 +2909,7 @@ def evaluate_checkpoint(argv: list[str]) -> dict:
     out = {"checkpoint": str(ckpt_path), **eval_summary(evaluate(models, data, device, amp, full=True), cfg, data),
            "steps": ckpt["state"]["step"], "config": config_to_dict(cfg)}
     if args.json:
-        atomic_write(Path(args.json), lambda p: p.write_text(json.dumps(out, indent=1)))
+        atomic_write(Path(args.json), lambda f: f.write(json.dumps(out, indent=1).encode()))
     log_summary_table(out, f"checkpoint: {ckpt_path}" + (f"; results written to {args.json}" if args.json else ""))
     return out
 
@@ -2763,7 +2938,8 @@ def model_from_checkpoint(ckpt: dict, cfg: Config, key: str = "model") -> TimeSf
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Entry point: train (default), or one of the subcommands. Returns the run's metrics."""
+    """Entry point: train (default), or one of the subcommands. Returns the run's metrics; raises Stopped when a
+    signal stopped the run (last.pt written: cli() exits REQUEUE_EXIT)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "eval":
         return evaluate_checkpoint(argv[1:])
@@ -2830,6 +3006,10 @@ def cli(argv: list[str] | None = None, entry: Callable[[list[str]], dict] | None
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         return 2
+    except Stopped:  # by a signal, last.pt written and the line logged: a scheduler's wrapper may requeue the run
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        return REQUEUE_EXIT
     except BrokenPipeError:  # e.g. `tools/predict.py --json ... | head -1`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
