@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import fullsvformer as fs
-from test_train import TINY, RESULT_KEYS
+from test_train import TINY, RESULT_KEYS, small_stage0
 
 ROOT = Path(fs.__file__).parent
 # 3 steps per epoch; in one process each step accumulates 2 micro-batches, so a signal can land inside a window.
@@ -311,12 +311,7 @@ def test_a_failed_write_is_one_line_and_loses_nothing(reference, tmp_path, monke
 def test_a_failed_stage0_cache_write_keeps_its_training(tmp_path, monkeypatch):
     """Stage 0 trained into the cache, then its weights file cannot be written: one line; the next call only
     converts stage 0's last.pt, it does not train again."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    monkeypatch.setattr(fs, "PRETRAINED_DIR", tmp_path / "committed")
-    small = {s: dict(v) for s, v in fs.STAGE0.items()}
-    small["data"].update(synth_clips_per_class=4, synth_test_per_class=1, labeled_batch=8)
-    small["train"].update(epochs=1, global_batch=8)
-    monkeypatch.setattr(fs, "STAGE0", small)
+    small_stage0(tmp_path, monkeypatch)
     cfg, _ = fs.parse_config(TINY[:-1] + ["synthetic", "--epochs", "1", "--eval-every", "0"])
     inject(monkeypatch, "stage0.safetensors.tmp", errno.EROFS, 1, True)
     torch.set_num_threads(1)

@@ -310,6 +310,19 @@ def one_step_inputs(*flags):
     return cfg, data.num_classes, lab, unl, student, teacher
 
 
+def ssl_losses_with_teacher_logits(cfg, lab, unl, model, t_logits, anl_k=None):
+    """ssl_losses with a teacher that returns t_logits -> (loss, terms, the student's strong-view logits, detached)."""
+    seen = {}
+
+    def student(x, token_hook=None):
+        seen["logits"] = model(x, token_hook=token_hook)
+        return seen["logits"]
+    loss, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
+                                torch.Generator().manual_seed(3), anl_k=anl_k)
+    Bl, Bu = len(lab["label"]), len(unl["label"])
+    return loss, terms, seen["logits"][Bl:Bl + Bu].detach()
+
+
 class Recorder(torch.nn.Module):
     """Wraps a model: records its input clips and the patch tokens its token_hook returns."""
 
@@ -387,18 +400,10 @@ def test_diagnostics_of_the_unlabeled_path_against_a_slow_loop():
     """logit_scale, kl_used, anl_neg_mass and ANL's negatives that hit the true class, from ssl_losses, against the
     same quantities counted clip by clip and class by class from the logits it saw (reference: plain Python loops)."""
     cfg, K, lab, unl, model, _ = one_step_inputs("--kl-threshold", "0.9")
-    Bl, Bu = len(lab["label"]), len(unl["label"])
-    g = torch.Generator().manual_seed(0)
-    t_logits = torch.randn(Bu, K, generator=g) * 3
-    seen = {}
-
-    def student(x, token_hook=None):
-        seen["logits"] = model(x, token_hook=token_hook)
-        return seen["logits"]
+    Bu = len(unl["label"])
+    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
     k = torch.tensor(2)
-    _, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
-                             torch.Generator().manual_seed(3), anl_k=k)
-    s = seen["logits"][Bl:Bl + Bu].detach()
+    _, terms, s = ssl_losses_with_teacher_logits(cfg, lab, unl, model, t_logits, anl_k=k)
     p_s, p_t = s.softmax(-1), t_logits.softmax(-1)
     y = unl["label"].tolist()
     scale = sum(float(s[i].std()) for i in range(Bu)) / Bu
@@ -422,21 +427,14 @@ def test_kl_weight_confidence_weights_each_clip_by_the_teachers_top_probability(
     """--kl-weight confidence: the KL term equals standardized_kl with mask = teacher confidence (times the threshold's
     0/1 mask when one is set). Reference: standardized_kl called directly on the logits ssl_losses saw."""
     cfg, K, lab, unl, model, _ = one_step_inputs("--kl-weight", "confidence", "--kl-threshold", threshold)
-    Bl, Bu = len(lab["label"]), len(unl["label"])
-    t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
-    seen = {}
-
-    def student(x, token_hook=None):
-        seen["logits"] = model(x, token_hook=token_hook)
-        return seen["logits"]
-    _, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
-                             torch.Generator().manual_seed(3))
+    t_logits = torch.randn(len(unl["label"]), K, generator=torch.Generator().manual_seed(0)) * 3
+    _, terms, s = ssl_losses_with_teacher_logits(cfg, lab, unl, model, t_logits)
     conf = t_logits.softmax(-1).max(-1).values
     weight = conf * (conf >= float(threshold))
-    expect = fs.standardized_kl(seen["logits"][Bl:Bl + Bu].detach(), t_logits, cfg.train.kl_tau, weight)
+    expect = fs.standardized_kl(s, t_logits, cfg.train.kl_tau, weight)
     assert 0 < float(weight.mean()) < 1 and float(terms["kl_used"]) == pytest.approx(float(weight.mean()))
     assert float(terms["loss_kl"]) == pytest.approx(float(expect), rel=1e-6)
-    unweighted = fs.standardized_kl(seen["logits"][Bl:Bl + Bu].detach(), t_logits, cfg.train.kl_tau)
+    unweighted = fs.standardized_kl(s, t_logits, cfg.train.kl_tau)
     assert float(terms["loss_kl"]) != pytest.approx(float(unweighted), rel=1e-3)
 
 
@@ -444,16 +442,10 @@ def test_gamma_ce_strong_is_svformers_masked_hard_label_ce():
     """--gamma-ce-strong: SVFormer's L_un, the mean over the batch of CE(student strong, teacher argmax) x (teacher
     confidence >= delta), added to the loss with its weight. Reference: a loop over the clips with F.cross_entropy."""
     cfg, K, lab, unl, model, _ = one_step_inputs("--gamma-ce-strong", "1.5", "--mix-threshold", "0.9")
-    Bl, Bu = len(lab["label"]), len(unl["label"])
+    Bu = len(unl["label"])
     t_logits = torch.randn(Bu, K, generator=torch.Generator().manual_seed(0)) * 3
-    seen = {}
-
-    def student(x, token_hook=None):
-        seen["logits"] = model(x, token_hook=token_hook)
-        return seen["logits"]
-    loss, terms = fs.ssl_losses(student, lambda x: t_logits, lab, unl, cfg, torch.device("cpu"), "none",
-                                torch.Generator().manual_seed(3))
-    s, p_t = seen["logits"][Bl:Bl + Bu].detach(), t_logits.softmax(-1)
+    loss, terms, s = ssl_losses_with_teacher_logits(cfg, lab, unl, model, t_logits)
+    p_t = t_logits.softmax(-1)
     kept = [i for i in range(Bu) if float(p_t[i].max()) >= 0.9]
     assert 0 < len(kept) < Bu
     ref = sum(float(torch.nn.functional.cross_entropy(s[i], p_t[i].argmax())) for i in kept) / Bu
@@ -575,16 +567,21 @@ def test_training_on_real_video_files_ucf101_layout(tmp_path):
     assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["class_names"] == class_ind
 
 
-def test_stage0_is_trained_once_cached_and_loaded(tmp_path, monkeypatch):
-    """--pretrained synthetic: stage 0 (the built-in task's image pretraining) trains on first use into
-    $XDG_CACHE_HOME, a second run reuses it without training, a committed file under pretrained/ takes precedence,
-    and the run starts from its weights (every tensor but the resized time_embed and the new head)."""
+def small_stage0(tmp_path, monkeypatch) -> None:
+    """Stage 0 trained in seconds into tmp_path/cache, with no committed file under tmp_path/committed."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.setattr(fs, "PRETRAINED_DIR", tmp_path / "committed")
     small = {s: dict(v) for s, v in fs.STAGE0.items()}
     small["data"].update(synth_clips_per_class=4, synth_test_per_class=1, labeled_batch=8)
     small["train"].update(epochs=1, global_batch=8)
     monkeypatch.setattr(fs, "STAGE0", small)
+
+
+def test_stage0_is_trained_once_cached_and_loaded(tmp_path, monkeypatch):
+    """--pretrained synthetic: stage 0 (the built-in task's image pretraining) trains on first use into
+    $XDG_CACHE_HOME, a second run reuses it without training, a committed file under pretrained/ takes precedence,
+    and the run starts from its weights (every tensor but the resized time_embed and the new head)."""
+    small_stage0(tmp_path, monkeypatch)
     flags = TINY[:-1] + ["synthetic", "--epochs", "1", "--eval-every", "0"]
     cfg, _ = fs.parse_config(flags)
     path = Path(fs.stage0_checkpoint(cfg))
