@@ -3007,6 +3007,10 @@ def cli(argv: list[str] | None = None, entry: Callable[[list[str]], dict] | None
             dist.destroy_process_group()
         return 2
     except Stopped:  # by a signal, last.pt written and the line logged: a scheduler's wrapper may requeue the run
+        # Exit with REQUEUE_EXIT, not by a late SIGTERM: torchrun terminates the ranks still shutting down as soon as
+        # one has exited, and a scheduler may repeat its signal.
+        for sig in (signal.SIGTERM, signal.SIGUSR1) if threading.current_thread() is threading.main_thread() else ():
+            signal.signal(sig, signal.SIG_IGN)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         return REQUEUE_EXIT
