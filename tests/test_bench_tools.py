@@ -272,3 +272,50 @@ def test_paper_flag_reads_another_file(tmp_path):
     paper.write_text(yaml.safe_dump({"methods": {"toy": {"name": "Toy", "arch": "tiny", "results": {}}}}))
     with pytest.raises(BenchError, match="method 'toy' is missing 'source'"):
         compare.main([str(d), "--paper", str(paper)])
+
+
+def test_accuracy_measure_runs_each_command_once_and_pairs_by_seed(tmp_path, monkeypatch):
+    """bench/test_accuracy.measure with a plan of other variants and seeds per regime: every (regime, variant, seed)
+    run once (all_labels, the same command in every regime, only once), with the regime's and the variant's flags,
+    and each variant's paired differences against supervised-only. Reference: the differences computed here."""
+    from bench import test_accuracy as ta
+    calls = []
+
+    def fake_run(args, out):
+        calls.append(tuple(args))
+        last = len(args) - 1 - args[::-1].index("--labeled")  # the variant's --labeled comes after the regime's
+        seed, labeled = int(args[args.index("--seed") + 1]), float(args[last + 1])
+        top1 = 10 * labeled + seed + (5 if "--gamma-kl" not in args else 0)  # full: 5 above supervised-only
+        return {"top1": top1, "teacher_top1": top1 - 1, "pseudo_label_acc": None, "steps": 1, "wall_s": 0.0}
+    monkeypatch.setattr(ta, "run", fake_run)
+    plan = {"1pc": (("supervised", "full", "all_labels"), (0, 1, 2)), "10pc": (("supervised", "full", "all_labels"),
+                                                                             (0, 1))}
+    out = ta.measure(tmp_path, plan=plan, jobs=1)
+    assert len(calls) == len(set(calls)) == 3 + 3 + 2 + 2 + 3  # all_labels: seeds 0-2 once, for both regimes
+    assert out["config"]["seeds"] == {"1pc": [0, 1, 2], "10pc": [0, 1]}
+    for r, (_, seeds) in plan.items():
+        t = out["regimes"][r]
+        assert [x["seed"] for x in t["full"]["runs"]] == list(seeds)
+        assert t["full"]["vs_supervised"]["student"] == {"mean": 5.0, "se": 0.0, "n": len(seeds)}
+        sup = {x["seed"]: x["top1"] for x in t["supervised"]["runs"]}
+        diffs = [x["top1"] - sup[x["seed"]] for x in t["all_labels"]["runs"]]
+        assert t["all_labels"]["vs_supervised"]["student"]["mean"] == pytest.approx(statistics.mean(diffs))
+    assert all("--labeled" in c and c[c.index("--epochs") + 1] == ta.ALL_LABELS_TUNED[3] for c in calls
+               if "1.0" in c)
+
+
+def test_grid_table_pairs_rows_by_seed(tmp_path):
+    """bench/grid_table.py: one row per regime and variant, and the paired difference against --vs over the seeds
+    both files share (seed 2 is only in one). Reference: the means written out here."""
+    from bench import grid_table
+
+    def result(runs, extra):
+        return {"regimes": {"10pc": {"full": {"runs": [{"seed": s, "top1": a, "teacher_top1": a - 1,
+                                                        "pseudo_label_acc": 0.5} for s, a in runs]}}},
+                "config": {"extra": extra}, "machine": {"cpu": "cpu X"}}
+    (tmp_path / "a.json").write_text(json.dumps(result([(0, 70.0), (1, 74.0), (2, 50.0)], ["--lr", "1e-3"])))
+    (tmp_path / "b.json").write_text(json.dumps(result([(0, 68.0), (1, 71.0)], [])))
+    text = grid_table.main([str(tmp_path / "a.json"), "--vs", str(tmp_path / "b.json")])
+    row = text.splitlines()[2].split(" | ")
+    assert row[:5] == ["| a.json", "10pc", "full", "`--lr 1e-3`", "64.7 ± 12.9"]
+    assert row[7] == "70.0, 74.0, 50.0" and row[8] == "+2.5 ± 0.5; +2.5 ± 0.5" and row[9] == "cpu X |"
