@@ -1,4 +1,5 @@
 """Training loop, CLI and run directory: tiny CLI runs on the built-in synthetic dataset (cleanrl-style tests)."""
+import dataclasses
 import json
 import os
 import re
@@ -224,6 +225,50 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
     assert cfg.train.lr == 0.123 and cfg.train.epochs == 5 and cfg.model.arch == "tiny"
 
 
+def test_label_rule_follows_the_labeled_clips_per_class_and_yields_to_file_and_flags(tmp_path):
+    """label_rule: the presets' settings hold at 1 labeled clip per class; above, epochs and the step milestones grow by
+    n ** length_exponent and the lr by n ** lr_exponent (n clamped to max_clips), for every dataset alike (UCF-101 x% =
+    x clips, HMDB-51 70 a class, synthetic 100, a list's own count). A key in --config or a flag is never changed, an
+    explicit --epochs keeps the milestones, and labeled-only runs (mu 0) are left alone. Reference: the formula here."""
+    rule, demo, paper = fs.LABEL_RULE, fs.parse_config([])[0].train, fs.Config().train
+    for argv, n, base in ((["--labeled", "0.01"], 1, demo), (["--labeled", "0.1"], 10, demo),
+                          (["--labeled", "0.4"], 40, demo), (["--labeled", "0.8"], 80, demo),
+                          (["--dataset", "ucf101", "--labeled", "0.1"], 10, paper),
+                          (["--dataset", "hmdb51", "--labeled", "0.4"], 28, paper)):
+        t = fs.parse_config(argv)[0].train
+        n = min(n, rule["max_clips"])
+        assert t.epochs == round(base.epochs * n ** rule["length_exponent"]), argv
+        assert [float(m) for m in t.lr_milestones.split(",")] == pytest.approx(
+            [float(m) * t.epochs / base.epochs for m in base.lr_milestones.split(",")], rel=1e-3)
+        assert t.lr == float(f"{base.lr * n ** rule['lr_exponent']:.2g}"), argv  # 2 significant digits
+        assert t.gamma_kl == base.gamma_kl and t.gamma_nl == base.gamma_nl  # not the rule's
+    assert fs.parse_config(["--labeled", "0.01"])[0] == fs.parse_config([])[0]  # the demo is the preset
+    assert fs.parse_config(["--labeled", "0.1"])[0].train.epochs > demo.epochs  # the rule does something
+    t = fs.parse_config(["--dataset", "ucf101", "--labeled", "0.1", "--epochs", "7", "--lr", "0.01"])[0].train
+    assert (t.epochs, t.lr_milestones, t.lr) == (7, "25,28", 0.01)
+    assert fs.parse_config(["--labeled", "1.0", "--mu", "0"])[0].train == demo  # labeled-only: epochs = labeled passes
+    f = tmp_path / "c.yaml"
+    f.write_text(yaml.safe_dump({"train": {"epochs": 4}, "data": {"labeled": 0.1}}))
+    t = fs.parse_config(["--config", str(f)])[0].train
+    assert t.epochs == 4 and t.lr == fs.parse_config(["--labeled", "0.1"])[0].train.lr
+    lst = tmp_path / "train.txt"
+    lst.write_text("".join(f"v{i}.mp4 {i % 4}\n" for i in range(40)))  # 10 clips per class
+    cfg = fs.parse_config(["--dataset", "lists", "--train-list", str(lst), "--val-list", str(lst)])[0]
+    assert fs.labeled_clips_per_class(cfg.data) == 10 and cfg.train.epochs == round(30 * 10 ** rule["length_exponent"])
+    assert fs.labeled_clips_per_class(dataclasses.replace(cfg.data, train_list=str(tmp_path / "none"))) is None
+    note = fs.label_rule_note(fs.parse_config(["--labeled", "0.1", "--epochs", "5"])[0])
+    assert note.startswith("label regime: n = 10 labeled clips per class; label_rule sets epochs ") and \
+        "(this run: epochs 5, lr_milestones 25,28, given)" in note
+
+
+def test_the_stage0_key_ignores_the_labeled_fraction_and_the_label_rule():
+    """Stage 0 trains on its own task: a run's labeled fraction, and what label_rule sets for it, never rename or
+    retrain the committed image model."""
+    keys = {fs.stage0_config(fs.parse_config(a)[0])[1] for a in ([], ["--labeled", "0.1"], ["--labeled", "0.4"],
+                                                                 ["--labeled", "0.1", "--epochs", "2"])}
+    assert len(keys) == 1 and (fs.PRETRAINED_DIR / f"stage0-{keys.pop()}.safetensors").is_file()
+
+
 def test_bad_config_values_name_the_key(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text(yaml.safe_dump({"train": {"learning_rate": 0.1}}))
@@ -378,6 +423,19 @@ def test_supervised_warmup_then_teacher_from_the_student(tmp_path, monkeypatch):
     assert momenta == [m] * 5 + [0.0] + [m] * 6  # a copy (momentum 0) at the warm-up's end
     t = fs.TrainConfig(supervised_warmup_epochs=1, ssl_rampup_epochs=2)
     assert [fs.ssl_weight_at(e, t) for e in (0.5, 1, 2, 3, 4)] == [0, 0, 0.5, 1, 1]  # the ramp follows the warm-up
+
+
+def test_nl_start_epochs_keeps_anl_out_of_the_loss_until_then(tmp_path):
+    """--nl-start-epochs 1 (FullMatch's ANL warm-up): over the first epoch's 6 steps the loss is CE + the KL and
+    TokenMix terms alone, from then on ANL's term too. ANL's loss is still computed (and its k measured) before."""
+    torch.set_num_threads(1)
+    cfg = fs.main(TINY + ["--nl-start-epochs", "1", "--ssl-rampup-epochs", "0", "--out", str(tmp_path / "r")])["config"]
+    t = cfg["train"]
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    assert len(rows) == 12 and all(r["loss_nl"] > 0 for r in rows[1:])  # step 1: k = K, no negatives yet
+    for i, r in enumerate(rows):
+        rest = r["loss_ce"] + t["gamma_kl"] * r["loss_kl"] + t["gamma_mix"] * r["loss_mix"]
+        assert r["loss"] == pytest.approx(rest + (t["gamma_nl"] * r["loss_nl"] if i >= 6 else 0.0), rel=1e-5)
 
 
 def test_ssl_rampup_scales_only_the_unlabeled_losses():
@@ -617,8 +675,8 @@ def test_unlabeled_settings_do_not_touch_a_labeled_only_run(tmp_path):
              "--gamma-kl": "7", "--kl-tau": "9", "--no-kl-standardize": None, "--kl-threshold": "0.4",
              "--kl-weight": "confidence", "--strong-crop": "own", "--gamma-ce-strong": "3",
              "--gamma-mix": "0", "--mix-beta": "1", "--mix-threshold": "0.9", "--no-mix-weighted": None,
-             "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--supervised-warmup-epochs": "0.5",
-             "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
+             "--gamma-nl": "5", "--nl-drop-threshold": "0.5", "--nl-start-epochs": "0.5",
+             "--supervised-warmup-epochs": "0.5", "--ssl-rampup-epochs": "3", "--oracle-pseudo-labels": None}
     named = {f.replace("--no-", "--").lstrip("-").replace("-", "_") for f in other}
     assert named == {k for keys in fs.UNLABELED_KEYS.values() for k in keys}  # every key of the list is varied
     fs.main(flags + [x for f, v in other.items() for x in (f, v) if x is not None] + ["--out", str(tmp_path / "b")])
