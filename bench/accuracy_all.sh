@@ -38,34 +38,53 @@ LIST
 fi
 if [[ $part == all || $part == grid ]]; then
   # Issue 17's even grid: supervised-only and the full method over the same lr x length cells per regime, seeds 0-2
-  # (a cell already on disk is not rerun); all_labels' length.
-  while read -r regime variant lr ep; do
-    f=$R/grid17/${regime}_${variant}_lr${lr}_e${ep}.json
-    [[ $variant == all_labels ]] && f=$R/grid17/all_labels_lr${lr}_e${ep}.json
-    cmds+=("$A --regimes $regime --variants $variant --seeds 0,1,2 --extra='--lr $lr --epochs $ep' --out $f")
+  # (held out: seeds 3-4 of the chosen pair), the all-labels ceiling's length, and single changes at the long cells.
+  # Every run gives --lr and --epochs, so label_rule does not change them. A file already on disk is not rerun.
+  while read -r file regime variant seeds flags; do
+    cmds+=("$A --regimes $regime --variants $variant --seeds $seeds --extra='$flags' --out $R/$file.json")
   done <<'LIST'
-10pc supervised 5e-4 6
-10pc supervised 1e-3 6
-10pc supervised 2e-3 6
-10pc supervised 2e-3 3
-10pc supervised 1e-3 12
-10pc full 1e-3 3
-10pc full 1e-3 6
-10pc full 2e-3 6
-10pc full 4e-3 6
-10pc full 2e-3 3
-10pc full 2e-3 12
-40pc supervised 1e-3 3
-40pc supervised 1e-3 6
-40pc supervised 2e-3 3
-40pc supervised 2e-3 6
-40pc full 1e-3 3
-40pc full 1e-3 6
-40pc full 2e-3 3
-40pc full 2e-3 6
-1pc all_labels 5e-4 6
-1pc all_labels 5e-4 12
-1pc all_labels 1e-3 6
+grid17/1pc_supervised_lr2e-3_e1 1pc supervised 0,1,2 --lr 2e-3 --epochs 1
+grid17/1pc_full_lr5e-4_e2 1pc full 0,1,2 --lr 5e-4 --epochs 2
+grid17/1pc_full_lr5e-4_e3 1pc full 0,1,2 --lr 5e-4 --epochs 3
+grid17/1pc_full_lr5e-4_e6 1pc full 0,1,2 --lr 5e-4 --epochs 6
+grid17/1pc_full_lr1e-3_e3 1pc full 0,1,2 --lr 1e-3 --epochs 3
+grid17/10pc_supervised_lr5e-4_e6 10pc supervised 0,1,2 --lr 5e-4 --epochs 6
+grid17/10pc_supervised_lr1e-3_e6 10pc supervised 0,1,2 --lr 1e-3 --epochs 6
+grid17/10pc_supervised_lr2e-3_e6 10pc supervised 0,1,2 --lr 2e-3 --epochs 6
+grid17/10pc_supervised_lr1e-3_e12 10pc supervised 0,1,2 --lr 1e-3 --epochs 12
+grid17/10pc_supervised_lr1e-3_e24 10pc supervised 0,1,2 --lr 1e-3 --epochs 24
+grid17/10pc_full_lr1e-3_e3 10pc full 0,1,2 --lr 1e-3 --epochs 3
+grid17/10pc_full_lr1e-3_e6 10pc full 0,1,2 --lr 1e-3 --epochs 6
+grid17/10pc_full_lr2e-3_e6 10pc full 0,1,2 --lr 2e-3 --epochs 6
+grid17/10pc_full_lr4e-3_e6 10pc full 0,1,2 --lr 4e-3 --epochs 6
+grid17/10pc_full_lr2e-3_e12 10pc full 0,1,2 --lr 2e-3 --epochs 12
+grid17/10pc_full_lr2e-3_e24 10pc full 0,1,2 --lr 2e-3 --epochs 24
+grid17/10pc_full_lr2e-3_e12_gkl1 10pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-kl 1
+grid17/heldout_10pc_supervised_lr1e-3_e12 10pc supervised 3,4 --lr 1e-3 --epochs 12
+grid17/heldout_10pc_full_lr2e-3_e12 10pc full 3,4 --lr 2e-3 --epochs 12
+grid17/heldout_10pc_supervised_lr1e-3_e24 10pc supervised 3,4 --lr 1e-3 --epochs 24
+grid17/heldout_10pc_full_lr2e-3_e24 10pc full 3,4 --lr 2e-3 --epochs 24
+grid17/40pc_supervised_lr1e-3_e6 40pc supervised 0,1,2 --lr 1e-3 --epochs 6
+grid17/40pc_supervised_lr1e-3_e12 40pc supervised 0,1,2 --lr 1e-3 --epochs 12
+grid17/40pc_supervised_lr2e-3_e12 40pc supervised 0,1,2 --lr 2e-3 --epochs 12
+grid17/40pc_supervised_lr1e-3_e24 40pc supervised 0,1,2 --lr 1e-3 --epochs 24
+grid17/40pc_supervised_lr1e-3_e48 40pc supervised 0,1,2 --lr 1e-3 --epochs 48
+grid17/40pc_full_lr1e-3_e6 40pc full 0,1,2 --lr 1e-3 --epochs 6
+grid17/40pc_full_lr1e-3_e6_gkl1 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 1
+grid17/40pc_full_lr1e-3_e6_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 0.5
+grid17/40pc_full_lr1e-3_e12 40pc full 0,1,2 --lr 1e-3 --epochs 12
+grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma-kl 0.5
+grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12
+grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24
+grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48
+grid17/all_labels_lr5e-4_e6 1pc all_labels 0,1,2 --lr 5e-4 --epochs 6
+intel/10pc_supervised_lr1e-3_e12 10pc supervised 0,1,2 --lr 1e-3 --epochs 12
+intel/10pc_full_lr2e-3_e12 10pc full 0,1,2 --lr 2e-3 --epochs 12
+hyp1/gamma_kl1 1pc full 0,1,2 --lr 5e-4 --epochs 3 --gamma-kl 1
+hyp1/kl_weight_conf 1pc full 0,1,2 --lr 5e-4 --epochs 3 --kl-weight confidence
+hyp1/strong_crop_own 1pc full 0,1,2 --lr 5e-4 --epochs 3 --strong-crop own
+hyp10_e12/kl_weight_conf 10pc full 0,1,2 --lr 2e-3 --epochs 12 --kl-weight confidence
+hyp10_e12/no_anl 10pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-nl 0
 LIST
 fi
 if [[ $part == all || $part == hyp10 ]]; then
