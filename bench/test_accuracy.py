@@ -49,7 +49,7 @@ SUPERVISED = ["--gamma-kl", "0", "--gamma-mix", "0", "--gamma-nl", "0"]
 # Supervised-only's best mean student on seeds 0-2 over the same lr x length cells as the full method
 # (bench/results/tuning/, grid17/; bench/README.md "Equal tuning"). With 1 label per class a longer run overfits (1
 # epoch: 33.3, 3 epochs: 26.7 at lr 1e-3); with 10 and 40 it keeps improving up to the longest run measured (10: 77.8
-# at 12 epochs, 79.5 at 24; 40: 78.8, 83.0 at 24, ... at 48): those optima lie at the grid's edge. The full method gets
+# at 12 epochs, 79.5 at 24; 40: 78.8, 83.0 at 24, 86.9 at 48): those optima lie at the grid's edge. The full method gets
 # label_rule's settings (fullsvformer.py).
 SUPERVISED_TUNED = {"1pc": ["--lr", "1e-3", "--epochs", "1"], "10pc": ["--lr", "1e-3", "--epochs", "24"],
                     "40pc": ["--lr", "1e-3", "--epochs", "48"]}
