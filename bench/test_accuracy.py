@@ -1,6 +1,6 @@
 """Accuracy bench on the synthetic UCF-101 proxy: Full-SVFormer against supervised-only, its ablations and its bounds.
 
-    python -m pytest bench/test_accuracy.py      # the CI gate (GATE: 1 and 10 labels per class; ~12 min on 2 cores)
+    python -m pytest bench/test_accuracy.py      # the CI gate (GATE: 1 and 10 labels per class; ~10 min on 2 cores)
     python bench/test_accuracy.py --out bench/results/accuracy.json          # the full table (hours on 2 cores)
 
 The task is fullsvformer's SYNTH_TASKS["ucf-proxy"] (32 classes: glyph x motion, some only motion tells apart; the
