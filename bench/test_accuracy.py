@@ -76,11 +76,12 @@ GATE = {"10pc": {"seeds": (0, 1), "variants": ("supervised", "full"),  # first: 
                 "margins": {("full", "student"): 7.0, ("full", "teacher"): 7.0, ("oracle", "student"): 17.0}}}
 
 # GATE_REGIMES=10pc (comma-separated) runs part of the gate: bench/mutation_check.py --regimes.
-if os.environ.get("GATE_REGIMES"):
-    _unknown = set(os.environ["GATE_REGIMES"].split(",")) - set(GATE)
-    if _unknown:
-        raise SystemExit(f"GATE_REGIMES: unknown regime(s) {sorted(_unknown)}; expected some of {list(GATE)}")
-    GATE = {r: g for r, g in GATE.items() if r in os.environ["GATE_REGIMES"].split(",")}
+_asked = [r for r in os.environ.get("GATE_REGIMES", "").split(",") if r]
+if _asked:
+    if set(_asked) - set(GATE):
+        raise SystemExit(f"GATE_REGIMES: unknown regime(s) {sorted(set(_asked) - set(GATE))}; expected some of "
+                         f"{list(GATE)}")
+    GATE = {r: g for r, g in GATE.items() if r in _asked}
 
 
 def variant_flags(variant: str, regime: str) -> list[str]:
