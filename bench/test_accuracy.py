@@ -2,6 +2,7 @@
 
     python -m pytest bench/test_accuracy.py      # the CI gate (GATE: 1 and 10 labels per class; ~10 min on 2 cores)
     python bench/test_accuracy.py --out bench/results/accuracy.json          # the full table (hours on 2 cores)
+    python bench/test_accuracy.py --merge PARTS.json... --out bench/results/accuracy.json   # or from slices of it
 
 The task is fullsvformer's SYNTH_TASKS["ucf-proxy"] (32 classes: glyph x motion, some only motion tells apart; the
 module's "synthetic clips" section) at the demo preset's settings (PRESETS["synthetic"]), fine-tuned from the committed
@@ -171,6 +172,66 @@ def measure(tmp: Path, regimes=tuple(REGIMES), variants=VARIANTS, seeds=SEEDS, e
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
 
+def merge(paths: list[Path]) -> dict:
+    """One table in measure()'s schema from several result files (say one per regime x variant x seed, measured over
+    several sessions): each run keeps its file as "source". Refused unless every file ran on the same CPU model, stage-0
+    file, base flags and preset, and each regime x variant's seeds share one command line (its flags, --extra
+    included, compared as the configs they resolve to). all_labels, the same runs in every regime, is copied to the
+    regimes that lack it."""
+    rows: dict[tuple[str, str], dict[int, dict]] = {}
+    flags: dict[tuple[str, str], tuple[list[str], Path, dict]] = {}
+    same = {}
+    wall = 0.0
+    for path in paths:
+        d = json.loads(Path(path).read_text())
+        c = d["config"]
+        ident = {"cpu": d["machine"]["cpu"], "torch": d["machine"]["torch"], "stage0": c["stage0"]["sha256"],
+                 "base": c["base"], "preset": c["preset"]}
+        for k, v in ident.items():
+            if same.setdefault(k, (v, path))[0] != v:
+                raise SystemExit(f"{path}: its {k} ({v}) differs from {same[k][1]}'s ({same[k][0]}); a table pairs "
+                                 "runs of one machine and one setup")
+        wall += d.get("wall_time_s", 0.0)
+        for r, table in d["regimes"].items():
+            for v, x in table.items():
+                f = c["variants"][r][v] + c["extra"]
+                # Compared as the configs they resolve to: ["--lr", "1e-3"] + ["--lr", "1e-3"] is ["--lr", "1e-3"].
+                resolved = fs.config_to_dict(fs.parse_config(c["base"] + (REGIMES[r] if v != "all_labels" else [])
+                                                             + f)[0])
+                if flags.setdefault((r, v), (f, path, resolved))[2] != resolved:
+                    raise SystemExit(f"{path}: {r} {v} ran with {f}, but {flags[r, v][1]} with {flags[r, v][0]}")
+                for run in x["runs"]:
+                    run = {k: v_ for k, v_ in run.items() if k != "source"}
+                    old = rows.setdefault((r, v), {}).setdefault(run["seed"], {**run, "source": str(path)})
+                    if {k: v_ for k, v_ in old.items() if k not in ("source", "wall_s")} != \
+                            {k: v_ for k, v_ in run.items() if k != "wall_s"}:
+                        raise SystemExit(f"{path}: {r} {v} seed {run['seed']} differs from {old['source']}'s")
+    if not rows:
+        raise SystemExit("merge: no runs in the files given")
+    regimes = [r for r in REGIMES if any(k[0] == r for k in rows)]
+    labels = next(((r, v) for r, v in rows if v == "all_labels"), None)
+    if labels:
+        for r in regimes:
+            rows.setdefault((r, "all_labels"), rows[labels])
+            flags.setdefault((r, "all_labels"), flags[labels])
+    table, seeds = {}, {}
+    for r in regimes:
+        vs = [v for v in VARIANTS if (r, v) in rows]
+        runs = {v: [rows[r, v][s] for s in sorted(rows[r, v])] for v in vs}
+        table[r] = {v: summarize(runs[v], runs.get("supervised") if v != "supervised" else None) for v in vs}
+        seeds[r] = sorted({s for v in vs for s in rows[r, v]})
+    one = {tuple(s) for s in seeds.values()}
+    first = json.loads(Path(paths[0]).read_text())
+    return {"regimes": table,
+            "config": {"base": first["config"]["base"], "regimes": {r: REGIMES[r] for r in regimes}, "extra": [],
+                       "variants": {r: {v: flags[r, v][0] for v in table[r]} for r in regimes},
+                       "seeds": list(one.pop()) if len(one) == 1 else seeds, "preset": first["config"]["preset"],
+                       "stage0": first["config"]["stage0"], "metric": first["config"]["metric"],
+                       "merged_from": [str(p) for p in paths]},
+            "machine": {**first["machine"], "jobs": None},
+            "wall_time_s": round(wall, 1)}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -230,11 +291,16 @@ if __name__ == "__main__":
     ap.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="comma-separated (default: %(default)s)")
     ap.add_argument("--extra", default="", help="flags appended to every run, e.g. \"--ema-momentum 0.99\"")
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
+    ap.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
+                    help="measure nothing: write one table from these result files (merge())")
     ap.add_argument("--out", required=True, help="JSON file to write")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        result = measure(Path(d), a.regimes.split(","), a.variants.split(","), [int(x) for x in a.seeds.split(",")],
-                         shlex.split(a.extra), a.jobs)
+    if a.merge:
+        result = merge(a.merge)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            result = measure(Path(d), a.regimes.split(","), a.variants.split(","),
+                             [int(x) for x in a.seeds.split(",")], shlex.split(a.extra), a.jobs)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)

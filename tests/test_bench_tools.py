@@ -319,3 +319,49 @@ def test_grid_table_pairs_rows_by_seed(tmp_path):
     row = text.splitlines()[2].split(" | ")
     assert row[:5] == ["| a.json", "10pc", "full", "`--lr 1e-3`", "64.7 ± 12.9"]
     assert row[7] == "70.0, 74.0, 50.0" and row[8] == "+2.5 ± 0.5; +2.5 ± 0.5" and row[9] == "cpu X |"
+
+
+def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, monkeypatch):
+    """bench/test_accuracy.merge: per-seed result files (two of them with the flags spelled another way) give the table
+    one measure() over the same plan gives, with each run's file as "source" and all_labels in every regime; files of
+    another CPU, or a regime x variant whose seeds resolve to different configs, are refused. Reference: that
+    measure()'s table."""
+    from bench import test_accuracy as ta
+
+    def fake_run(args, out):
+        seed = int(args[args.index("--seed") + 1])
+        top1 = seed + 10 * ("--gamma-kl" not in args) + 20 * ("1.0" in args) + 30 * ("0.1" in args)
+        return {"top1": float(top1), "teacher_top1": top1 - 1.0, "pseudo_label_acc": None, "steps": 1, "wall_s": 1.0}
+    monkeypatch.setattr(ta, "run", fake_run)
+    monkeypatch.setattr(ta, "cpu_model", lambda: "cpu X")
+    plan = {"1pc": (("supervised", "full", "all_labels"), (0, 1, 2)), "10pc": (("supervised", "full"), (0, 1, 2))}
+    whole = ta.measure(tmp_path, plan=plan, jobs=1)
+    files = []
+    for r, (vs, seeds) in plan.items():
+        for v in vs:
+            for s in seeds:
+                extra = ["--lr", "5e-4"] if (r, v, s) in {("1pc", "full", 1), ("10pc", "full", 2)} else []
+                if r == "10pc" and v == "full" and s == 2:
+                    extra = ["--lr", "2e-3"]  # label_rule's lr at 10 per class, given explicitly: the same config
+                files.append(tmp_path / f"{r}_{v}_{s}.json")
+                files[-1].write_text(json.dumps(ta.measure(tmp_path, plan={r: ((v,), (s,))}, extra=extra, jobs=1)))
+    merged = ta.merge(files)
+    strip = lambda t: {r: {v: {**x, "runs": [{k: y for k, y in run.items() if k != "source"} for run in x["runs"]]}
+                           for v, x in rows.items()} for r, rows in t.items()}
+    expected = whole["regimes"]
+    expected["10pc"]["all_labels"] = ta.summarize(whole["regimes"]["1pc"]["all_labels"]["runs"],
+                                                  whole["regimes"]["10pc"]["supervised"]["runs"])
+    assert strip(merged["regimes"]) == expected
+    assert merged["regimes"]["10pc"]["full"]["runs"][2]["source"] == str(files[-1])
+    assert merged["config"]["seeds"] == [0, 1, 2] and merged["config"]["merged_from"] == [str(f) for f in files]
+    # another CPU
+    other = json.loads(files[0].read_text())
+    other["machine"]["cpu"] = "cpu Y"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other.json: its cpu"):
+        ta.merge(files + [tmp_path / "other.json"])
+    # the same regime x variant at another lr
+    (tmp_path / "lr.json").write_text(json.dumps(ta.measure(tmp_path, plan={"1pc": (("full",), (3,))},
+                                                            extra=["--lr", "1e-3"], jobs=1)))
+    with pytest.raises(SystemExit, match=r"lr.json: 1pc full ran with \['--lr', '1e-3'\]"):
+        ta.merge(files + [tmp_path / "lr.json"])
