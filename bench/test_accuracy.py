@@ -253,6 +253,30 @@ def print_table(table: dict) -> None:
                   f"{x['teacher_std']:4.1f}{diff}")
 
 
+LABELS = {"supervised": "supervised-only (labeled CE, tuned)", "full": "**Full-SVFormer**", "no_anl": "without ANL",
+          "plain_kl": "plain KL (no logit standardization)", "no_tokenmix": "without Tube TokenMix",
+          "oracle": "oracle pseudo-labels (true labels)", "all_labels": "all labels (CE only)"}
+
+
+def markdown(table: dict) -> str:
+    """The README's tables: per regime, one row per variant (means ± std over seeds, paired differences ± SE)."""
+    out = []
+    for r, rows in table["regimes"].items():
+        out += [f"**{r}** (`{' '.join(REGIMES[r])}`), top-1 % on 640 test clips:", "",
+                "| variant | student (mean ± std) | EMA teacher (mean ± std) | student − supervised (paired mean ± SE) "
+                "| teacher − supervised's teacher | pseudo-label acc. | seeds |", "|---|---|---|---|---|---|---|"]
+        for v, x in rows.items():
+            d = x.get("vs_supervised")
+            diff = [f"{d[k]['mean']:+.1f} ± {d[k]['se']:.1f}" for k in ("student", "teacher")] if d else ["–", "–"]
+            pl = [q["pseudo_label_acc"] for q in x["runs"] if q.get("pseudo_label_acc") is not None]
+            seeds = ",".join(str(q["seed"]) for q in x["runs"])
+            out.append(f"| {LABELS.get(v, v)} | {x['mean']:.1f} ± {x['std']:.1f} | {x['teacher_mean']:.1f} ± "
+                       f"{x['teacher_std']:.1f} | {diff[0]} | {diff[1]} | "
+                       f"{statistics.mean(pl) if pl else float('nan'):.2f} | {seeds} |".replace("| nan |", "| – |"))
+        out.append("")
+    return "\n".join(out)
+
+
 @pytest.fixture(scope="module")
 def gate(tmp_path_factory) -> dict:
     """GATE's runs, every regime in one pool; the table also goes to bench/results/accuracy_gate.json."""
@@ -293,6 +317,7 @@ if __name__ == "__main__":
     ap.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each (default: %(default)s)")
     ap.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
                     help="measure nothing: write one table from these result files (merge())")
+    ap.add_argument("--markdown", action="store_true", help="also print the table as markdown (the README's)")
     ap.add_argument("--out", required=True, help="JSON file to write")
     a = ap.parse_args()
     if a.merge:
@@ -304,3 +329,5 @@ if __name__ == "__main__":
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=1) + "\n")
     print_table(result)
+    if a.markdown:
+        print(markdown(result))

@@ -354,6 +354,8 @@ def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, mo
     assert strip(merged["regimes"]) == expected
     assert merged["regimes"]["10pc"]["full"]["runs"][2]["source"] == str(files[-1])
     assert merged["config"]["seeds"] == [0, 1, 2] and merged["config"]["merged_from"] == [str(f) for f in files]
+    rows = [line for line in ta.markdown(merged).splitlines() if line.startswith("| **Full-SVFormer**")]
+    assert rows[1] == "| **Full-SVFormer** | 41.0 ± 1.0 | 40.0 ± 1.0 | +10.0 ± 0.0 | +10.0 ± 0.0 | – | 0,1,2 |"
     # another CPU
     other = json.loads(files[0].read_text())
     other["machine"]["cpu"] = "cpu Y"
