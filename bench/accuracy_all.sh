@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=bench/results
 A="python bench/test_accuracy.py --jobs 1"
+ALL_LABELS_CELL=lr1e-3_e24; ALL_LABELS="--lr 1e-3 --epochs 24"  # = test_accuracy.ALL_LABELS_TUNED (grid17/all_labels_*)
 part=${1:-all}
 cmds=()
 if [[ $part == all || $part == tuning ]]; then
@@ -78,14 +79,32 @@ grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma
 grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12
 grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24
 grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48
-grid17/all_labels_lr5e-4_e6 1pc all_labels 0,1,2 --lr 5e-4 --epochs 6
+grid17/all_labels_lr1e-3_e12_s0 1pc all_labels 0 --lr 1e-3 --epochs 12
+grid17/all_labels_lr1e-3_e12_s1 1pc all_labels 1 --lr 1e-3 --epochs 12
+grid17/all_labels_lr1e-3_e12_s2 1pc all_labels 2 --lr 1e-3 --epochs 12
+grid17/all_labels_lr1e-3_e24_s0 1pc all_labels 0 --lr 1e-3 --epochs 24
+grid17/all_labels_lr1e-3_e24_s1 1pc all_labels 1 --lr 1e-3 --epochs 24
+grid17/all_labels_lr1e-3_e24_s2 1pc all_labels 2 --lr 1e-3 --epochs 24
 intel/10pc_supervised_lr1e-3_e12 10pc supervised 0,1,2 --lr 1e-3 --epochs 12
 intel/10pc_full_lr2e-3_e12 10pc full 0,1,2 --lr 2e-3 --epochs 12
+grid17/all_labels_lr1e-3_e48_s0 1pc all_labels 0 --lr 1e-3 --epochs 48
+grid17/all_labels_lr1e-3_e48_s1 1pc all_labels 1 --lr 1e-3 --epochs 48
+grid17/all_labels_lr1e-3_e48_s2 1pc all_labels 2 --lr 1e-3 --epochs 48
+grid17/all_labels_lr1e-3_e96_s0 1pc all_labels 0 --lr 1e-3 --epochs 96
+grid17/all_labels_lr1e-3_e96_s1 1pc all_labels 1 --lr 1e-3 --epochs 96
+grid17/all_labels_lr1e-3_e96_s2 1pc all_labels 2 --lr 1e-3 --epochs 96
 hyp1/gamma_kl1 1pc full 0,1,2 --lr 5e-4 --epochs 3 --gamma-kl 1
 hyp1/kl_weight_conf 1pc full 0,1,2 --lr 5e-4 --epochs 3 --kl-weight confidence
 hyp1/strong_crop_own 1pc full 0,1,2 --lr 5e-4 --epochs 3 --strong-crop own
-hyp10_e12/kl_weight_conf 10pc full 0,1,2 --lr 2e-3 --epochs 12 --kl-weight confidence
-hyp10_e12/no_anl 10pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-nl 0
+hyp1/nl_start1 1pc full 0,1,2 --lr 5e-4 --epochs 3 --nl-start-epochs 1
+hyp1/kl_tau1 1pc full 0,1,2 --lr 5e-4 --epochs 3 --kl-tau 1
+hyp1/kl_threshold0.5 1pc full 0,1,2 --lr 5e-4 --epochs 3 --kl-threshold 0.5
+hyp10_e12/nl_start4_s0 10pc full 0 --lr 2e-3 --epochs 12 --nl-start-epochs 4
+hyp10_e12/nl_start4_s1 10pc full 1 --lr 2e-3 --epochs 12 --nl-start-epochs 4
+hyp10_e12/nl_start4_s2 10pc full 2 --lr 2e-3 --epochs 12 --nl-start-epochs 4
+hyp10_e12/strong_crop_own_s0 10pc full 0 --lr 2e-3 --epochs 12 --strong-crop own
+hyp10_e12/strong_crop_own_s1 10pc full 1 --lr 2e-3 --epochs 12 --strong-crop own
+hyp10_e12/strong_crop_own_s2 10pc full 2 --lr 2e-3 --epochs 12 --strong-crop own
 LIST
 fi
 if [[ $part == all || $part == hyp10 ]]; then
@@ -121,6 +140,29 @@ if [[ $part == all || $part == curves ]]; then
   done
   python bench/plot.py --compare $C/1pc-supervised $C/1pc-full $C/10pc-supervised $C/10pc-full --out $C/curves.png
 fi
+if [[ $part == all || $part == table ]]; then
+  # The table of README.md and bench/README.md: 3 regimes x 7 variants x seeds 0-4, a file per regime, variant and
+  # seed (bench/results/table17/), then merged (test_accuracy.py --merge) into $R/accuracy.json. At 10 and 40 labels
+  # per class the runs give label_rule's lr and epochs (full and ablations) or SUPERVISED_TUNED's (supervised) as
+  # --extra, so they are the same commands as the grid's cells at those settings (grid17/: supervised-only and full,
+  # 10pc seeds 0-4, 40pc seeds 0-2), which the merge reuses instead of rerunning.
+  T=$R/table17
+  for s in 0 1 2 3 4; do
+    cmds+=("$A --regimes 1pc --variants supervised,full,no_anl,plain_kl,no_tokenmix,oracle --seeds $s --out $T/1pc_s$s.json")
+    for v in oracle no_anl plain_kl no_tokenmix; do
+      cmds+=("$A --regimes 10pc --variants $v --seeds $s --extra='--lr 2e-3 --epochs 24' --out $T/10pc_${v}_s$s.json")
+    done
+  done
+  for s in 3 4; do for v in supervised full; do
+    cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
+  done; done
+  for s in 0 1 2 3 4; do for v in oracle no_anl plain_kl no_tokenmix; do
+    cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
+  done; done
+  for s in 3 4; do  # all_labels at ALL_LABELS_TUNED; seeds 0-2 are the grid's
+    cmds+=("$A --regimes 1pc --variants all_labels --seeds $s --extra='$ALL_LABELS' --out $T/all_labels_s$s.json")
+  done
+fi
 lane() {  # every other command, from $1: two lanes share the 2 cores
   for ((i = $1; i < ${#cmds[@]}; i += 2)); do
     [[ -f ${cmds[i]##* } ]] && continue  # the --out file exists: measured already
@@ -131,5 +173,8 @@ if (( ${#cmds[@]} )); then
   lane 0 & lane 1 & wait
 fi
 if [[ $part == all || $part == table ]]; then
-  python bench/test_accuracy.py --jobs 2 --out $R/accuracy.json  # every regime x variant x seeds 0-4
+  G=$R/grid17
+  python bench/test_accuracy.py --out $R/accuracy.json --merge $T/*.json $G/10pc_supervised_lr1e-3_e24.json \
+    $G/heldout_10pc_supervised_lr1e-3_e24.json $G/10pc_full_lr2e-3_e24.json $G/heldout_10pc_full_lr2e-3_e24.json \
+    $G/40pc_supervised_lr1e-3_e48.json $G/40pc_full_lr1e-3_e48.json $G/all_labels_${ALL_LABELS_CELL}_s[012].json
 fi
