@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=bench/results
 A="python bench/test_accuracy.py --jobs 1"
-ALL_LABELS_CELL=lr1e-3_e24; ALL_LABELS="--lr 1e-3 --epochs 24"  # = test_accuracy.ALL_LABELS_TUNED (grid17/all_labels_*)
+ALL_LABELS_CELL=lr1e-3_e96; ALL_LABELS="--lr 1e-3 --epochs 96"  # = test_accuracy.ALL_LABELS_TUNED (grid17/all_labels_*)
 part=${1:-all}
 cmds=()
 if [[ $part == all || $part == tuning ]]; then
