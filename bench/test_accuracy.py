@@ -184,8 +184,10 @@ def merge(paths: list[Path]) -> dict:
     flags: dict[tuple[str, str], tuple[list[str], Path, dict]] = {}
     same = {}
     wall = 0.0
+    first = None
     for path in paths:
         d = json.loads(Path(path).read_text())
+        first = first or d
         c = d["config"]
         ident = {"cpu": d["machine"]["cpu"], "torch": d["machine"]["torch"], "stage0": c["stage0"]["sha256"],
                  "base": c["base"], "preset": c["preset"]}
@@ -223,7 +225,6 @@ def merge(paths: list[Path]) -> dict:
         table[r] = {v: summarize(runs[v], runs.get("supervised") if v != "supervised" else None) for v in vs}
         seeds[r] = sorted({s for v in vs for s in rows[r, v]})
     one = {tuple(s) for s in seeds.values()}
-    first = json.loads(Path(paths[0]).read_text())
     return {"regimes": table,
             "config": {"base": first["config"]["base"], "regimes": {r: REGIMES[r] for r in regimes}, "extra": [],
                        "variants": {r: {v: flags[r, v][0] for v in table[r]} for r in regimes},
@@ -271,10 +272,10 @@ def markdown(table: dict) -> str:
             d = x.get("vs_supervised")
             diff = [f"{d[k]['mean']:+.1f} ± {d[k]['se']:.1f}" for k in ("student", "teacher")] if d else ["–", "–"]
             pl = [q["pseudo_label_acc"] for q in x["runs"] if q.get("pseudo_label_acc") is not None]
+            acc = f"{statistics.mean(pl):.2f}" if pl else "–"
             seeds = ",".join(str(q["seed"]) for q in x["runs"])
             out.append(f"| {LABELS.get(v, v)} | {x['mean']:.1f} ± {x['std']:.1f} | {x['teacher_mean']:.1f} ± "
-                       f"{x['teacher_std']:.1f} | {diff[0]} | {diff[1]} | "
-                       f"{statistics.mean(pl) if pl else float('nan'):.2f} | {seeds} |".replace("| nan |", "| – |"))
+                       f"{x['teacher_std']:.1f} | {diff[0]} | {diff[1]} | {acc} | {seeds} |")
         out.append("")
     return "\n".join(out)
 
