@@ -169,17 +169,18 @@ def measure(tmp: Path, regimes=tuple(REGIMES), variants=VARIANTS, seeds=SEEDS, e
                        "stage0": {"path": os.path.relpath(stage0, ROOT) if stage0.startswith(str(ROOT)) else stage0,
                                   "sha256": hashlib.sha256(Path(stage0).read_bytes()).hexdigest()},
                        "metric": "top-1 (%), 1-view eval of the final student / EMA teacher on 640 test clips"},
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "threads_per_run": 1, "jobs": jobs,
+            "machine": {"cpu": cpu_model(), "cpu_id": cpu_id(), "cores": os.cpu_count(), "threads_per_run": 1,
+                        "jobs": jobs,
                         "torch": torch.__version__, "python": platform.python_version()},
             "wall_time_s": round(time.perf_counter() - t0, 1)}
 
 
 def merge(paths: list[Path]) -> dict:
     """One table in measure()'s schema from several result files (say one per regime x variant x seed, measured over
-    several sessions): each run keeps its file as "source". Refused unless every file ran on the same CPU model, stage-0
-    file, base flags and preset, and each regime x variant's seeds share one command line (its flags, --extra
-    included, compared as the configs they resolve to). all_labels, the same runs in every regime, is copied to the
-    regimes that lack it."""
+    several sessions): each run keeps its file as "source". Refused unless every file ran on the same CPU model (its
+    name, and its cpu_id where the file has one), stage-0 file, base flags and preset, and each regime x variant's seeds
+    share one command line (its flags, --extra included, compared as the configs they resolve to). all_labels, the
+    same runs in every regime, is copied to the regimes that lack it."""
     rows: dict[tuple[str, str], dict[int, dict]] = {}
     flags: dict[tuple[str, str], tuple[list[str], Path, dict]] = {}
     same = {}
@@ -191,6 +192,8 @@ def merge(paths: list[Path]) -> dict:
         c = d["config"]
         ident = {"cpu": d["machine"]["cpu"], "torch": d["machine"]["torch"], "stage0": c["stage0"]["sha256"],
                  "base": c["base"], "preset": c["preset"]}
+        if d["machine"].get("cpu_id"):  # absent from files written before it was recorded: those match on "cpu" only
+            ident["cpu_id"] = d["machine"]["cpu_id"]
         for k, v in ident.items():
             if same.setdefault(k, (v, path))[0] != v:
                 raise SystemExit(f"{path}: its {k} ({v}) differs from {same[k][1]}'s ({same[k][0]}); a table pairs "
@@ -231,7 +234,8 @@ def merge(paths: list[Path]) -> dict:
                        "seeds": list(one.pop()) if len(one) == 1 else seeds, "preset": first["config"]["preset"],
                        "stage0": first["config"]["stage0"], "metric": first["config"]["metric"],
                        "merged_from": [str(p) for p in paths]},
-            "machine": {**first["machine"], "jobs": None},
+            "machine": {**first["machine"], **({"cpu_id": same["cpu_id"][0]} if "cpu_id" in same else {}),
+                        "jobs": None},
             "wall_time_s": round(wall, 1)}
 
 
@@ -243,6 +247,19 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def cpu_id() -> str:
+    """Vendor, family, model and stepping from /proc/cpuinfo ("" elsewhere). A cloud VM's model name is often generic
+    ("Intel(R) Xeon(R) Processor"), and runs are bitwise reproducible only on one CPU model."""
+    try:
+        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+                    if ":" in line)
+    except OSError:
+        return ""
+    info = {k.strip(): v.strip() for k, v in info.items()}
+    fields = [("", "vendor_id"), ("family ", "cpu family"), ("model ", "model"), ("stepping ", "stepping")]
+    return " ".join(p + info[k] for p, k in fields if info.get(k))
 
 
 def print_table(table: dict) -> None:

@@ -334,6 +334,7 @@ def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, mo
         return {"top1": float(top1), "teacher_top1": top1 - 1.0, "pseudo_label_acc": None, "steps": 1, "wall_s": 1.0}
     monkeypatch.setattr(ta, "run", fake_run)
     monkeypatch.setattr(ta, "cpu_model", lambda: "cpu X")
+    monkeypatch.setattr(ta, "cpu_id", lambda: "GenuineIntel family 6 model 207 stepping 1")
     plan = {"1pc": (("supervised", "full", "all_labels"), (0, 1, 2)), "10pc": (("supervised", "full"), (0, 1, 2))}
     whole = ta.measure(tmp_path, plan=plan, jobs=1)
     files = []
@@ -362,6 +363,18 @@ def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, mo
     (tmp_path / "other.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="other.json: its cpu"):
         ta.merge(files + [tmp_path / "other.json"])
+    # the same model name on another CPU model (a VM's generic name); a file without cpu_id (written before it was
+    # recorded) is matched on the name alone
+    other["machine"]["cpu"] = "cpu X"
+    other["machine"]["cpu_id"] = "GenuineIntel family 6 model 143 stepping 8"
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="other.json: its cpu_id"):
+        ta.merge(files + [tmp_path / "other.json"])
+    old = json.loads(files[0].read_text())
+    del old["machine"]["cpu_id"]
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    merged_old = ta.merge([tmp_path / "old.json"] + files[1:])
+    assert merged_old["machine"]["cpu_id"] == "GenuineIntel family 6 model 207 stepping 1"
     # the same regime x variant at another lr
     (tmp_path / "lr.json").write_text(json.dumps(ta.measure(tmp_path, plan={"1pc": (("full",), (3,))},
                                                             extra=["--lr", "1e-3"], jobs=1)))
