@@ -49,18 +49,21 @@ grid17/1pc_supervised_lr2e-3_e1 1pc supervised 0,1,2 --lr 2e-3 --epochs 1
 grid17/1pc_full_lr5e-4_e2 1pc full 0,1,2 --lr 5e-4 --epochs 2
 grid17/1pc_full_lr5e-4_e3 1pc full 0,1,2 --lr 5e-4 --epochs 3
 grid17/1pc_full_lr5e-4_e6 1pc full 0,1,2 --lr 5e-4 --epochs 6
+grid17/1pc_full_lr2.5e-4_e3 1pc full 0,1,2 --lr 2.5e-4 --epochs 3
 grid17/1pc_full_lr1e-3_e3 1pc full 0,1,2 --lr 1e-3 --epochs 3
 grid17/10pc_supervised_lr5e-4_e6 10pc supervised 0,1,2 --lr 5e-4 --epochs 6
 grid17/10pc_supervised_lr1e-3_e6 10pc supervised 0,1,2 --lr 1e-3 --epochs 6
 grid17/10pc_supervised_lr2e-3_e6 10pc supervised 0,1,2 --lr 2e-3 --epochs 6
 grid17/10pc_supervised_lr1e-3_e12 10pc supervised 0,1,2 --lr 1e-3 --epochs 12
 grid17/10pc_supervised_lr1e-3_e24 10pc supervised 0,1,2 --lr 1e-3 --epochs 24
+grid17/10pc_supervised_lr1e-3_e48 10pc supervised 0,1,2 --lr 1e-3 --epochs 48
 grid17/10pc_full_lr1e-3_e3 10pc full 0,1,2 --lr 1e-3 --epochs 3
 grid17/10pc_full_lr1e-3_e6 10pc full 0,1,2 --lr 1e-3 --epochs 6
 grid17/10pc_full_lr2e-3_e6 10pc full 0,1,2 --lr 2e-3 --epochs 6
 grid17/10pc_full_lr4e-3_e6 10pc full 0,1,2 --lr 4e-3 --epochs 6
 grid17/10pc_full_lr2e-3_e12 10pc full 0,1,2 --lr 2e-3 --epochs 12
 grid17/10pc_full_lr2e-3_e24 10pc full 0,1,2 --lr 2e-3 --epochs 24
+grid17/10pc_full_lr2e-3_e48 10pc full 0,1,2 --lr 2e-3 --epochs 48
 grid17/10pc_full_lr2e-3_e12_gkl1 10pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-kl 1
 grid17/heldout_10pc_supervised_lr1e-3_e12 10pc supervised 3,4 --lr 1e-3 --epochs 12
 grid17/heldout_10pc_full_lr2e-3_e12 10pc full 3,4 --lr 2e-3 --epochs 12
@@ -71,6 +74,7 @@ grid17/40pc_supervised_lr1e-3_e12 40pc supervised 0,1,2 --lr 1e-3 --epochs 12
 grid17/40pc_supervised_lr2e-3_e12 40pc supervised 0,1,2 --lr 2e-3 --epochs 12
 grid17/40pc_supervised_lr1e-3_e24 40pc supervised 0,1,2 --lr 1e-3 --epochs 24
 grid17/40pc_supervised_lr1e-3_e48 40pc supervised 0,1,2 --lr 1e-3 --epochs 48
+grid17/40pc_supervised_lr1e-3_e96 40pc supervised 0,1,2 --lr 1e-3 --epochs 96
 grid17/40pc_full_lr1e-3_e6 40pc full 0,1,2 --lr 1e-3 --epochs 6
 grid17/40pc_full_lr1e-3_e6_gkl1 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 1
 grid17/40pc_full_lr1e-3_e6_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 0.5
@@ -79,6 +83,7 @@ grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma
 grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12
 grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24
 grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48
+grid17/40pc_full_lr1e-3_e96 40pc full 0,1,2 --lr 1e-3 --epochs 96
 grid17/all_labels_lr1e-3_e12_s0 1pc all_labels 0 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s1 1pc all_labels 1 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s2 1pc all_labels 2 --lr 1e-3 --epochs 12
