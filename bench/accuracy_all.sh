@@ -69,8 +69,10 @@ grid17/heldout_10pc_supervised_lr1e-3_e12 10pc supervised 3,4 --lr 1e-3 --epochs
 grid17/heldout_10pc_full_lr2e-3_e12 10pc full 3,4 --lr 2e-3 --epochs 12
 grid17/heldout_10pc_supervised_lr1e-3_e24 10pc supervised 3,4 --lr 1e-3 --epochs 24
 grid17/heldout_10pc_full_lr2e-3_e24 10pc full 3,4 --lr 2e-3 --epochs 24
-grid17/heldout_40pc_supervised_lr1e-3_e96 40pc supervised 3,4 --lr 1e-3 --epochs 96
-grid17/heldout_40pc_full_lr1e-3_e96 40pc full 3,4 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_supervised_lr1e-3_e96_s3 40pc supervised 3 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_supervised_lr1e-3_e96_s4 40pc supervised 4 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_full_lr1e-3_e96_s3 40pc full 3 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_full_lr1e-3_e96_s4 40pc full 4 --lr 1e-3 --epochs 96
 grid17/40pc_supervised_lr1e-3_e6 40pc supervised 0,1,2 --lr 1e-3 --epochs 6
 grid17/40pc_supervised_lr1e-3_e12 40pc supervised 0,1,2 --lr 1e-3 --epochs 12
 grid17/40pc_supervised_lr2e-3_e12 40pc supervised 0,1,2 --lr 2e-3 --epochs 12
