@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every accuracy table in bench/README.md, from scratch: ~7 hours on 2 cores (two single-thread runs at a time; the
-# grid ~2.5 h, the table ~4 h).
+# Every accuracy table in bench/README.md, from scratch: ~9.5 hours on 2 cores (two single-thread runs at a time; the
+# grid ~5 h, its 48- and 96-epoch cells ~2.5 h of that; the table ~4 h).
 # Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
 # A command whose --out file exists is skipped (an interrupted run of this script resumes): delete it to remeasure.
 #   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|curves|table]   # one part, or all in this order
