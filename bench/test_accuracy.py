@@ -42,6 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fullsvformer as fs  # noqa: E402
+from bench import cpu_info, cpu_name  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE = ["--dataset", "synthetic", "--eval-every", "0", "--log-every", "50", "--device", "cpu", "--workers", "0"]
@@ -240,24 +241,13 @@ def merge(paths: list[Path]) -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name(cpu_info())
 
 
 def cpu_id() -> str:
-    """Vendor, family, model and stepping from /proc/cpuinfo ("" elsewhere). A cloud VM's model name is often generic
+    """Vendor, family, model and stepping ("" without /proc/cpuinfo). A cloud VM's model name is often generic
     ("Intel(R) Xeon(R) Processor"), and runs are bitwise reproducible only on one CPU model."""
-    try:
-        info = dict(line.split(":", 1) for line in Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
-                    if ":" in line)
-    except OSError:
-        return ""
-    info = {k.strip(): v.strip() for k, v in info.items()}
+    info = cpu_info()
     fields = [("", "vendor_id"), ("family ", "cpu family"), ("model ", "model"), ("stepping ", "stepping")]
     return " ".join(p + info[k] for p, k in fields if info.get(k))
 

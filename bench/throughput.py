@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import json
-import platform
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fullsvformer as fs  # noqa: E402
+from bench import cpu_info, cpu_name  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parent / "baseline.json"
 
@@ -344,14 +344,8 @@ def machine_key(device: torch.device) -> str:
     """The machine a machine-specific figure belongs to: the GPU's name, or the CPU model and torch's thread count."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    info = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            k, _, v = line.partition(":")
-            info.setdefault(k.strip(), v.strip())
-    except OSError:  # not Linux
-        pass
-    name = info.get("model name") or platform.processor() or platform.machine()
+    info = cpu_info()
+    name = cpu_name(info)
     # VMs often show a generic name ("Intel(R) Xeon(R) Processor"); family and model number tell the chips apart.
     return (f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
             f"threads {torch.get_num_threads()}")
