@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every accuracy table in bench/README.md, from scratch: ~9.5 hours on 2 cores (two single-thread runs at a time; the
-# grid ~5 h, its 48- and 96-epoch cells ~2.5 h of that; the table ~4 h).
+# Every accuracy table in bench/README.md, from scratch: ~11.5 hours on 2 cores (two single-thread runs at a time; the
+# grid ~7 h, its cells of 48 epochs or more ~4.5 h of that; the table ~4 h).
 # Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
 # A command whose --out file exists is skipped (an interrupted run of this script resumes): delete it to remeasure.
 #   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|curves|table]   # one part, or all in this order
@@ -49,6 +49,7 @@ grid17/1pc_supervised_lr2e-3_e1 1pc supervised 0,1,2 --lr 2e-3 --epochs 1
 grid17/1pc_full_lr5e-4_e2 1pc full 0,1,2 --lr 5e-4 --epochs 2
 grid17/1pc_full_lr5e-4_e3 1pc full 0,1,2 --lr 5e-4 --epochs 3
 grid17/1pc_full_lr5e-4_e6 1pc full 0,1,2 --lr 5e-4 --epochs 6
+grid17/1pc_full_lr5e-4_e12 1pc full 0,1,2 --lr 5e-4 --epochs 12
 grid17/1pc_full_lr2.5e-4_e3 1pc full 0,1,2 --lr 2.5e-4 --epochs 3
 grid17/1pc_full_lr1e-3_e3 1pc full 0,1,2 --lr 1e-3 --epochs 3
 grid17/10pc_supervised_lr5e-4_e6 10pc supervised 0,1,2 --lr 5e-4 --epochs 6
@@ -57,6 +58,14 @@ grid17/10pc_supervised_lr2e-3_e6 10pc supervised 0,1,2 --lr 2e-3 --epochs 6
 grid17/10pc_supervised_lr1e-3_e12 10pc supervised 0,1,2 --lr 1e-3 --epochs 12
 grid17/10pc_supervised_lr1e-3_e24 10pc supervised 0,1,2 --lr 1e-3 --epochs 24
 grid17/10pc_supervised_lr1e-3_e48 10pc supervised 0,1,2 --lr 1e-3 --epochs 48
+grid17/10pc_supervised_lr5e-4_e48 10pc supervised 0,1,2 --lr 5e-4 --epochs 48
+grid17/10pc_supervised_lr2e-3_e48 10pc supervised 0,1,2 --lr 2e-3 --epochs 48
+grid17/10pc_supervised_lr1e-3_e96_s0 10pc supervised 0 --lr 1e-3 --epochs 96
+grid17/10pc_supervised_lr1e-3_e96_s1 10pc supervised 1 --lr 1e-3 --epochs 96
+grid17/10pc_supervised_lr1e-3_e96_s2 10pc supervised 2 --lr 1e-3 --epochs 96
+grid17/10pc_full_lr2e-3_e96_s0 10pc full 0 --lr 2e-3 --epochs 96
+grid17/10pc_full_lr2e-3_e96_s1 10pc full 1 --lr 2e-3 --epochs 96
+grid17/10pc_full_lr2e-3_e96_s2 10pc full 2 --lr 2e-3 --epochs 96
 grid17/10pc_full_lr1e-3_e3 10pc full 0,1,2 --lr 1e-3 --epochs 3
 grid17/10pc_full_lr1e-3_e6 10pc full 0,1,2 --lr 1e-3 --epochs 6
 grid17/10pc_full_lr2e-3_e6 10pc full 0,1,2 --lr 2e-3 --epochs 6
