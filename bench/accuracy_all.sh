@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Every accuracy table in bench/README.md, from scratch: ~11.5 hours on 2 cores (two single-thread runs at a time; the
-# grid ~7 h, its cells of 48 epochs or more ~4.5 h of that; the table ~4 h).
+# Every accuracy table in bench/README.md, from scratch: ~12 hours on 2 cores (two single-thread runs at a time; the
+# grid ~7.5 h, its cells of 48 epochs or more ~5 h of that; the table ~4 h).
 # Each command is independent and deterministic on one machine; see bench/test_accuracy.py for what a run is.
 # A command whose --out file exists is skipped (an interrupted run of this script resumes): delete it to remeasure.
 #   bash bench/accuracy_all.sh [tuning|recipe|grid|hyp10|curves|table]   # one part, or all in this order
@@ -60,6 +60,9 @@ grid17/10pc_supervised_lr1e-3_e24 10pc supervised 0,1,2 --lr 1e-3 --epochs 24
 grid17/10pc_supervised_lr1e-3_e48 10pc supervised 0,1,2 --lr 1e-3 --epochs 48
 grid17/10pc_supervised_lr5e-4_e48 10pc supervised 0,1,2 --lr 5e-4 --epochs 48
 grid17/10pc_supervised_lr2e-3_e48 10pc supervised 0,1,2 --lr 2e-3 --epochs 48
+grid17/10pc_supervised_lr4e-3_e48_s0 10pc supervised 0 --lr 4e-3 --epochs 48
+grid17/10pc_supervised_lr4e-3_e48_s1 10pc supervised 1 --lr 4e-3 --epochs 48
+grid17/10pc_supervised_lr4e-3_e48_s2 10pc supervised 2 --lr 4e-3 --epochs 48
 grid17/10pc_supervised_lr1e-3_e96_s0 10pc supervised 0 --lr 1e-3 --epochs 96
 grid17/10pc_supervised_lr1e-3_e96_s1 10pc supervised 1 --lr 1e-3 --epochs 96
 grid17/10pc_supervised_lr1e-3_e96_s2 10pc supervised 2 --lr 1e-3 --epochs 96
