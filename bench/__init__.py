@@ -8,20 +8,19 @@ class BenchError(Exception):
 
 
 def cpu_info() -> dict[str, str]:
-    """The first processor's fields of /proc/cpuinfo ({} where there is none: not Linux). Both benches key their
-    machine-specific figures on it: VMs often show a generic model name ("Intel(R) Xeon(R) Processor"), so family,
-    model and stepping are what tell two chips apart, and float results are reproducible only on one chip."""
+    """The first processor's fields of /proc/cpuinfo; without it (not Linux), "model name" alone, from platform. Both
+    benches key their machine-specific figures on it: VMs often show a generic model name ("Intel(R) Xeon(R)
+    Processor"), so family, model and stepping are what tell two chips apart, and float results are reproducible only
+    on one chip."""
     try:
         block = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
     except OSError:
-        return {}
+        block = ""
     info = {}
     for line in block.splitlines():
         k, sep, v = line.partition(":")
         if sep:
             info.setdefault(k.strip(), v.strip())
+    if not info.get("model name"):
+        info["model name"] = platform.processor() or platform.machine()
     return info
-
-
-def cpu_name(info: dict[str, str]) -> str:
-    return info.get("model name") or platform.processor() or platform.machine()

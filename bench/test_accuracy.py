@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import fullsvformer as fs  # noqa: E402
-from bench import cpu_info, cpu_name  # noqa: E402
+from bench import cpu_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BASE = ["--dataset", "synthetic", "--eval-every", "0", "--log-every", "50", "--device", "cpu", "--workers", "0"]
@@ -241,7 +241,7 @@ def merge(paths: list[Path]) -> dict:
 
 
 def cpu_model() -> str:
-    return cpu_name(cpu_info())
+    return cpu_info()["model name"]
 
 
 def cpu_id() -> str:

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import fullsvformer as fs  # noqa: E402
-from bench import cpu_info, cpu_name  # noqa: E402
+from bench import cpu_info  # noqa: E402
 
 BASELINE = Path(__file__).resolve().parent / "baseline.json"
 
@@ -345,9 +345,8 @@ def machine_key(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     info = cpu_info()
-    name = cpu_name(info)
     # VMs often show a generic name ("Intel(R) Xeon(R) Processor"); family and model number tell the chips apart.
-    return (f"{name} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
+    return (f"{info['model name']} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), "
             f"threads {torch.get_num_threads()}")
 
 
