@@ -98,6 +98,12 @@ def variant_flags(variant: str, regime: str) -> list[str]:
             "all_labels": SUPERVISED + ["--labeled", "1.0", "--mu", "0"] + ALL_LABELS_TUNED}[variant]
 
 
+def resolved(regime: str, variant: str, flags: list[str]) -> dict:
+    """The config a regime x variant's flags resolve to (without the seeds and stage-0 path each run adds), by the
+    code at hand: label_rule's settings included, which the flags alone do not show."""
+    return fs.config_to_dict(fs.parse_config(BASE + (REGIMES[regime] if variant != "all_labels" else []) + flags)[0])
+
+
 def run(args: list[str], out: Path) -> dict:
     """One training run in its own process with one thread (two run side by side on 2 cores)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -165,6 +171,8 @@ def measure(tmp: Path, regimes=tuple(REGIMES), variants=VARIANTS, seeds=SEEDS, e
             "config": {"base": BASE, "regimes": {r: REGIMES[r] for r in plan}, "extra": list(extra),
                        "variants": {r: {v: variant_flags(v, r) + list(flags.get((r, v), [])) for v in vs}
                                     for r, (vs, _) in plan.items()},
+                       "resolved": {r: {v: resolved(r, v, variant_flags(v, r) + list(flags.get((r, v), []))
+                                                    + list(extra)) for v in vs} for r, (vs, _) in plan.items()},
                        "seeds": seeds if len({tuple(ss) for _, ss in plan.values()}) == 1 else
                        {r: list(ss) for r, (_, ss) in plan.items()}, "preset": fs.PRESETS["synthetic"],
                        "stage0": {"path": os.path.relpath(stage0, ROOT) if stage0.startswith(str(ROOT)) else stage0,
@@ -204,9 +212,13 @@ def merge(paths: list[Path]) -> dict:
             for v, x in table.items():
                 f = c["variants"][r][v] + c["extra"]
                 # Compared as the configs they resolve to: ["--lr", "1e-3"] + ["--lr", "1e-3"] is ["--lr", "1e-3"].
-                resolved = fs.config_to_dict(fs.parse_config(c["base"] + (REGIMES[r] if v != "all_labels" else [])
-                                                             + f)[0])
-                if flags.setdefault((r, v), (f, path, resolved))[2] != resolved:
+                now = resolved(r, v, f)
+                then = c.get("resolved", {}).get(r, {}).get(v)  # absent from files written before it was recorded
+                if then is not None and then != now:
+                    keys = sorted(f"{s}.{k}" for s in now for k in now[s] if then.get(s, {}).get(k) != now[s][k])
+                    raise SystemExit(f"{path}: {r} {v} ran with {f}, which the code now resolves differently "
+                                     f"({', '.join(keys)}; label_rule or a default changed since): rerun it")
+                if flags.setdefault((r, v), (f, path, now))[2] != now:
                     raise SystemExit(f"{path}: {r} {v} ran with {f}, but {flags[r, v][1]} with {flags[r, v][0]}")
                 for run in x["runs"]:
                     run = {k: v_ for k, v_ in run.items() if k != "source"}
@@ -232,6 +244,7 @@ def merge(paths: list[Path]) -> dict:
     return {"regimes": table,
             "config": {"base": first["config"]["base"], "regimes": {r: REGIMES[r] for r in regimes}, "extra": [],
                        "variants": {r: {v: flags[r, v][0] for v in table[r]} for r in regimes},
+                       "resolved": {r: {v: flags[r, v][2] for v in table[r]} for r in regimes},
                        "seeds": list(one.pop()) if len(one) == 1 else seeds, "preset": first["config"]["preset"],
                        "stage0": first["config"]["stage0"], "metric": first["config"]["metric"],
                        "merged_from": [str(p) for p in paths]},

@@ -324,8 +324,8 @@ def test_grid_table_pairs_rows_by_seed(tmp_path):
 def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, monkeypatch):
     """bench/test_accuracy.merge: per-seed result files (two of them with the flags spelled another way) give the table
     one measure() over the same plan gives, with each run's file as "source" and all_labels in every regime; files of
-    another CPU, or a regime x variant whose seeds resolve to different configs, are refused. Reference: that
-    measure()'s table."""
+    another CPU, a regime x variant whose seeds resolve to different configs, or a file whose recorded config the
+    code now resolves differently, are refused. Reference: that measure()'s table."""
     from bench import test_accuracy as ta
 
     def fake_run(args, out):
@@ -380,3 +380,10 @@ def test_accuracy_merge_equals_one_measure_and_refuses_mixed_setups(tmp_path, mo
                                                             extra=["--lr", "1e-3"], jobs=1)))
     with pytest.raises(SystemExit, match=r"lr.json: 1pc full ran with \['--lr', '1e-3'\]"):
         ta.merge(files + [tmp_path / "lr.json"])
+    # a file measured before label_rule (or a default) changed what its flags resolve to: the same flags, but the run
+    # trained another config, so it is refused rather than paired with runs of the new one
+    stale = json.loads(files[-1].read_text())
+    stale["config"]["resolved"]["10pc"]["full"]["train"]["gamma_nl"] = 0.5
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    with pytest.raises(SystemExit, match=r"stale.json: 10pc full ran with .*resolves differently \(train.gamma_nl;"):
+        ta.merge(files[:-1] + [tmp_path / "stale.json"])

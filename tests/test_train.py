@@ -1,6 +1,7 @@
 """Training loop, CLI and run directory: tiny CLI runs on the built-in synthetic dataset (cleanrl-style tests)."""
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
@@ -227,23 +228,31 @@ def test_precedence_defaults_preset_file_flags(tmp_path):
 
 def test_label_rule_follows_the_labeled_clips_per_class_and_yields_to_file_and_flags(tmp_path):
     """label_rule: the presets' settings hold at 1 labeled clip per class; at 10 and 40 the preset's epochs (and step
-    milestones) and lr times the measured cells' factors, in between interpolated in log n (geometric means at 20),
-    beyond 40 held; for every dataset alike (UCF-101 x% = x clips, HMDB-51 70 a class, synthetic 100, a list's own
-    count). A key in --config or a flag is never changed, an explicit --epochs keeps the milestones, and labeled-only
-    runs (mu 0) are left alone. Reference: the factors written out here."""
+    milestones), lr and gamma_nl times the measured cells' factors, in between interpolated in log n (at 20 geometric
+    means for epochs and lr, the arithmetic mean for gamma_nl), beyond 40 held; for every dataset alike (UCF-101 x% = x
+    clips, HMDB-51 70 a class, synthetic 100, a list's own count). A key in --config or a flag is never changed, an
+    explicit --epochs keeps the milestones, and labeled-only runs (mu 0) are left alone. Reference: the factors written
+    out here, and ANL's weight at HMDB-51 40% (28 per class) by hand: 1 - log(28/10)/log(40/10) = 0.257."""
     demo, paper = fs.parse_config([])[0].train, fs.Config().train
     f10, f40 = fs.LABEL_RULE[10], fs.LABEL_RULE[40]
-    for argv, base, (length, lr) in ((["--labeled", "0.01"], demo, (1, 1)), (["--labeled", "0.1"], demo, f10),
-                                     (["--labeled", "0.4"], demo, f40), (["--labeled", "0.8"], demo, f40),
-                                     (["--labeled", "0.2"], demo, [(a * b) ** 0.5 for a, b in zip(f10, f40)]),
-                                     (["--dataset", "ucf101", "--labeled", "0.1"], paper, f10),
-                                     (["--dataset", "hmdb51", "--labeled", "0.6"], paper, f40)):
+    assert f10[2] == 1.0 and f40[2] == 0.0  # ANL on at 10 clips per class, off at 40
+    f20 = [(f10[0] * f40[0]) ** 0.5, (f10[1] * f40[1]) ** 0.5, (f10[2] + f40[2]) / 2]
+    w = math.log(28 / 10) / math.log(40 / 10)
+    f28 = [f10[0] ** (1 - w) * f40[0] ** w, f10[1] ** (1 - w) * f40[1] ** w, 1 - w]
+    assert f28[2] == pytest.approx(0.257, abs=1e-3)
+    for argv, base, (length, lr, anl) in ((["--labeled", "0.01"], demo, (1, 1, 1)), (["--labeled", "0.1"], demo, f10),
+                                          (["--labeled", "0.4"], demo, f40), (["--labeled", "0.8"], demo, f40),
+                                          (["--labeled", "0.2"], demo, f20),
+                                          (["--dataset", "ucf101", "--labeled", "0.1"], paper, f10),
+                                          (["--dataset", "hmdb51", "--labeled", "0.4"], paper, f28),
+                                          (["--dataset", "hmdb51", "--labeled", "0.6"], paper, f40)):
         t = fs.parse_config(argv)[0].train
         assert t.epochs == round(base.epochs * length), argv
+        assert t.lr == float(f"{base.lr * lr:.2g}"), argv  # 2 significant digits
         assert [float(m) for m in t.lr_milestones.split(",")] == pytest.approx(
             [float(m) * t.epochs / base.epochs for m in base.lr_milestones.split(",")], rel=1e-3)
-        assert t.lr == float(f"{base.lr * lr:.2g}"), argv  # 2 significant digits
-        assert t.gamma_kl == base.gamma_kl and t.gamma_nl == base.gamma_nl  # not the rule's
+        assert t.gamma_nl == pytest.approx(base.gamma_nl * anl, abs=0.005), argv  # 2 significant digits
+        assert t.gamma_kl == base.gamma_kl  # not the rule's
     assert fs.parse_config(["--labeled", "0.01"])[0] == fs.parse_config([])[0]  # the demo is the preset
     assert (demo.epochs, demo.lr) == (3, 5e-4) and fs.parse_config(["--labeled", "0.1"])[0].train.epochs == 24
     t = fs.parse_config(["--dataset", "ucf101", "--labeled", "0.1", "--epochs", "7", "--lr", "0.01"])[0].train
