@@ -41,7 +41,8 @@ fi
 if [[ $part == all || $part == grid ]]; then
   # Issue 17's even grid: supervised-only and the full method over the same lr x length cells per regime, seeds 0-2
   # (held out: seeds 3-4 of the chosen pair), the all-labels ceiling's length, and single changes at the long cells.
-  # Every run gives --lr and --epochs, so label_rule does not change them. A file already on disk is not rerun.
+  # Every run gives --lr and --epochs, so label_rule does not change them. A file already on disk is not rerun. The
+  # 40pc full cells ran before label_rule turned ANL off at 40 per class: they give --gamma-nl 1, which they ran with.
   while read -r file regime variant seeds flags; do
     cmds+=("$A --regimes $regime --variants $variant --seeds $seeds --extra='$flags' --out $R/$file.json")
   done <<'LIST'
@@ -83,23 +84,28 @@ grid17/heldout_10pc_supervised_lr1e-3_e24 10pc supervised 3,4 --lr 1e-3 --epochs
 grid17/heldout_10pc_full_lr2e-3_e24 10pc full 3,4 --lr 2e-3 --epochs 24
 grid17/heldout_40pc_supervised_lr1e-3_e96_s3 40pc supervised 3 --lr 1e-3 --epochs 96
 grid17/heldout_40pc_supervised_lr1e-3_e96_s4 40pc supervised 4 --lr 1e-3 --epochs 96
-grid17/heldout_40pc_full_lr1e-3_e96_s3 40pc full 3 --lr 1e-3 --epochs 96
-grid17/heldout_40pc_full_lr1e-3_e96_s4 40pc full 4 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_full_lr1e-3_e96_s3 40pc full 3 --lr 1e-3 --epochs 96 --gamma-nl 1
+grid17/heldout_40pc_full_lr1e-3_e96_s4 40pc full 4 --lr 1e-3 --epochs 96 --gamma-nl 1
 grid17/40pc_supervised_lr1e-3_e6 40pc supervised 0,1,2 --lr 1e-3 --epochs 6
 grid17/40pc_supervised_lr1e-3_e12 40pc supervised 0,1,2 --lr 1e-3 --epochs 12
 grid17/40pc_supervised_lr2e-3_e12 40pc supervised 0,1,2 --lr 2e-3 --epochs 12
 grid17/40pc_supervised_lr1e-3_e24 40pc supervised 0,1,2 --lr 1e-3 --epochs 24
 grid17/40pc_supervised_lr1e-3_e48 40pc supervised 0,1,2 --lr 1e-3 --epochs 48
 grid17/40pc_supervised_lr1e-3_e96 40pc supervised 0,1,2 --lr 1e-3 --epochs 96
-grid17/40pc_full_lr1e-3_e6 40pc full 0,1,2 --lr 1e-3 --epochs 6
-grid17/40pc_full_lr1e-3_e6_gkl1 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 1
-grid17/40pc_full_lr1e-3_e6_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 0.5
-grid17/40pc_full_lr1e-3_e12 40pc full 0,1,2 --lr 1e-3 --epochs 12
-grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma-kl 0.5
-grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12
-grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24
-grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48
-grid17/40pc_full_lr1e-3_e96 40pc full 0,1,2 --lr 1e-3 --epochs 96
+grid17/40pc_full_lr1e-3_e6 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e6_gkl1 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 1 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e6_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 6 --gamma-kl 0.5 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e12 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma-kl 0.5 --gamma-nl 1
+grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48 --gamma-nl 1
+table17/40pc_with_anl_s3 40pc full 3 --lr 1e-3 --epochs 48 --gamma-nl 1
+table17/40pc_with_anl_s4 40pc full 4 --lr 1e-3 --epochs 48 --gamma-nl 1
+grid17/40pc_full_lr1e-3_e96 40pc full 0,1,2 --lr 1e-3 --epochs 96 --gamma-nl 1
+grid17/40pc_full_no_anl_lr1e-3_e96_s0 40pc full 0 --lr 1e-3 --epochs 96
+grid17/40pc_full_no_anl_lr1e-3_e96_s1 40pc full 1 --lr 1e-3 --epochs 96
+grid17/40pc_full_no_anl_lr1e-3_e96_s2 40pc full 2 --lr 1e-3 --epochs 96
 grid17/all_labels_lr1e-3_e12_s0 1pc all_labels 0 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s1 1pc all_labels 1 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s2 1pc all_labels 2 --lr 1e-3 --epochs 12
@@ -167,8 +173,8 @@ if [[ $part == all || $part == table ]]; then
   # The table of README.md and bench/README.md: 3 regimes x 7 variants x seeds 0-4, a file per regime, variant and
   # seed (bench/results/table17/), then merged (test_accuracy.py --merge) into $R/accuracy.json. At 10 and 40 labels
   # per class the runs give label_rule's lr and epochs (full and ablations) or SUPERVISED_TUNED's (supervised) as
-  # --extra, so they are the same commands as the grid's cells at those settings (grid17/: supervised-only and full,
-  # 10pc seeds 0-4, 40pc seeds 0-2), which the merge reuses instead of rerunning.
+  # --extra, so they are the same commands as the grid's cells at those settings (grid17/: supervised-only and full at
+  # 10pc seeds 0-4, supervised-only at 40pc seeds 0-2), which the merge reuses instead of rerunning.
   T=$R/table17
   for s in 0 1 2 3 4; do
     cmds+=("$A --regimes 1pc --variants supervised,full,no_anl,plain_kl,no_tokenmix,oracle --seeds $s --out $T/1pc_s$s.json")
@@ -176,10 +182,12 @@ if [[ $part == all || $part == table ]]; then
       cmds+=("$A --regimes 10pc --variants $v --seeds $s --extra='--lr 2e-3 --epochs 24' --out $T/10pc_${v}_s$s.json")
     done
   done
-  for s in 3 4; do for v in supervised full; do
-    cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
-  done; done
-  for s in 0 1 2 3 4; do for v in oracle no_anl plain_kl no_tokenmix; do
+  for s in 3 4; do
+    cmds+=("$A --regimes 40pc --variants supervised --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_supervised_s$s.json")
+  done
+  # 40pc full: label_rule turns ANL off at 40 per class, so these are grid17/40pc_full_lr1e-3_e48's runs without ANL
+  # (that grid, and table17/40pc_with_anl_s{3,4}, ran before the rule did: with gamma_nl 1) and no_anl repeats them.
+  for s in 0 1 2 3 4; do for v in full oracle no_anl plain_kl no_tokenmix; do
     cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
   done; done
   for s in 3 4; do  # all_labels at ALL_LABELS_TUNED; seeds 0-2 are the grid's
@@ -199,5 +207,5 @@ if [[ $part == all || $part == table ]]; then
   G=$R/grid17
   python bench/test_accuracy.py --out $R/accuracy.json --merge $T/*.json $G/10pc_supervised_lr1e-3_e24.json \
     $G/heldout_10pc_supervised_lr1e-3_e24.json $G/10pc_full_lr2e-3_e24.json $G/heldout_10pc_full_lr2e-3_e24.json \
-    $G/40pc_supervised_lr1e-3_e48.json $G/40pc_full_lr1e-3_e48.json $G/all_labels_${ALL_LABELS_CELL}_s[012].json
+    $G/40pc_supervised_lr1e-3_e48.json $G/all_labels_${ALL_LABELS_CELL}_s[012].json
 fi

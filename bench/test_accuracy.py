@@ -18,7 +18,8 @@ Variants (variant_flags):
 - supervised: labeled cross-entropy alone (gamma_kl = gamma_mix = gamma_nl = 0), same preset, its own EMA teacher.
   Its lr and length are tuned per regime (SUPERVISED_TUNED) on seeds 0-2, over the same cells as the method's
   (bench/README.md has both sweeps).
-- full; no_anl (gamma_nl 0); plain_kl (--no-kl-standardize); no_tokenmix (gamma_mix 0);
+- full; no_anl (gamma_nl 0: at 40pc label_rule sets that already, so there it repeats full's runs); plain_kl
+  (--no-kl-standardize); no_tokenmix (gamma_mix 0);
 - oracle: the teacher's pseudo-labels replaced by the true labels (bounds what the unlabeled losses can add);
 - all_labels: every train clip labeled, cross-entropy only (the fully supervised ceiling of this fine-tuning).
 Seed i means --seed i --split-seed i: the draw of labeled clips changes with the seed. Differences against supervised
