@@ -100,8 +100,8 @@ grid17/40pc_full_lr1e-3_e12_gkl0.5 40pc full 0,1,2 --lr 1e-3 --epochs 12 --gamma
 grid17/40pc_full_lr2e-3_e12 40pc full 0,1,2 --lr 2e-3 --epochs 12 --gamma-nl 1
 grid17/40pc_full_lr1e-3_e24 40pc full 0,1,2 --lr 1e-3 --epochs 24 --gamma-nl 1
 grid17/40pc_full_lr1e-3_e48 40pc full 0,1,2 --lr 1e-3 --epochs 48 --gamma-nl 1
-table17/40pc_with_anl_s3 40pc full 3 --lr 1e-3 --epochs 48 --gamma-nl 1
-table17/40pc_with_anl_s4 40pc full 4 --lr 1e-3 --epochs 48 --gamma-nl 1
+grid17/heldout_40pc_full_with_anl_lr1e-3_e48_s3 40pc full 3 --lr 1e-3 --epochs 48 --gamma-nl 1
+grid17/heldout_40pc_full_with_anl_lr1e-3_e48_s4 40pc full 4 --lr 1e-3 --epochs 48 --gamma-nl 1
 grid17/40pc_full_lr1e-3_e96 40pc full 0,1,2 --lr 1e-3 --epochs 96 --gamma-nl 1
 grid17/40pc_full_no_anl_lr1e-3_e96_s0 40pc full 0 --lr 1e-3 --epochs 96
 grid17/40pc_full_no_anl_lr1e-3_e96_s1 40pc full 1 --lr 1e-3 --epochs 96
