@@ -186,7 +186,8 @@ if [[ $part == all || $part == table ]]; then
     cmds+=("$A --regimes 40pc --variants supervised --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_supervised_s$s.json")
   done
   # 40pc full: label_rule turns ANL off at 40 per class, so these are grid17/40pc_full_lr1e-3_e48's runs without ANL
-  # (that grid, and table17/40pc_with_anl_s{3,4}, ran before the rule did: with gamma_nl 1) and no_anl repeats them.
+  # (that cell and its held-out seeds 3-4, grid17/heldout_40pc_full_with_anl_*, ran before the rule did, with
+  # gamma_nl 1); no_anl repeats them.
   for s in 0 1 2 3 4; do for v in full oracle no_anl plain_kl no_tokenmix; do
     cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
   done; done
