@@ -191,6 +191,11 @@ if [[ $part == all || $part == table ]]; then
   for s in 0 1 2 3 4; do for v in full oracle no_anl plain_kl no_tokenmix; do
     cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48' --out $T/40pc_${v}_s$s.json")
   done; done
+  # The 40pc ablations from the old base, with ANL (before label_rule turned it off): kept for the comparison.
+  for s in 0 1 2 3 4; do for v in oracle plain_kl no_tokenmix; do
+    [[ $v == no_tokenmix && $s -gt 2 ]] && continue  # not run
+    cmds+=("$A --regimes 40pc --variants $v --seeds $s --extra='--lr 1e-3 --epochs 48 --gamma-nl 1' --out ${T}_with_anl/40pc_${v}_s$s.json")
+  done; done
   for s in 3 4; do  # all_labels at ALL_LABELS_TUNED; seeds 0-2 are the grid's
     cmds+=("$A --regimes 1pc --variants all_labels --seeds $s --extra='$ALL_LABELS' --out $T/all_labels_s$s.json")
   done
