@@ -2731,8 +2731,8 @@ PRESETS: dict[str, dict[str, dict]] = {
 # clips per class the method needs longer runs at a higher lr: on the synthetic proxy (bench/README.md, "Equal
 # tuning"; the same lr x length grid for both methods, seeds 0-2) its best cell up to 24 epochs is 24 at lr 2e-3 with
 # 10 clips per class (8x and 4x the 1-clip preset's 3 epochs at 5e-4; +4.2 over supervised-only at 24 epochs) and up
-# to 48 epochs it is 48 at lr 1e-3 with 40 (16x, 2x; a tie with supervised-only). Those cells are the rule, for every
-# dataset alike: dataclass defaults < preset < label_rule(n) < --config FILE < flags.
+# to 48 epochs it is 48 at lr 1e-3 with 40 (16x, 2x; with ANL a tie with supervised-only, without it +0.8). Those
+# cells are the rule, for every dataset alike: dataclass defaults < preset < label_rule(n) < --config FILE < flags.
 # The length factors are a compute budget, not the optimum: on the proxy the method keeps gaining past them (at 10
 # clips per class 90.7 at 96 epochs, against supervised-only's best of any length, 81.6), but the proxy's small model
 # from a small pretraining likely needs more passes than a pre-trained ViT-B, and x8 already gives UCF-101 10% 240

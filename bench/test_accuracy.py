@@ -216,7 +216,8 @@ def merge(paths: list[Path]) -> dict:
                 now = resolved(r, v, f)
                 then = c.get("resolved", {}).get(r, {}).get(v)  # absent from files written before it was recorded
                 if then is not None and then != now:
-                    keys = sorted(f"{s}.{k}" for s in now for k in now[s] if then.get(s, {}).get(k) != now[s][k])
+                    keys = sorted(f"{s}.{k}" for s in {*now, *then} for k in {*now.get(s, {}), *then.get(s, {})}
+                                  if then.get(s, {}).get(k) != now.get(s, {}).get(k))
                     raise SystemExit(f"{path}: {r} {v} ran with {f}, which the code now resolves differently "
                                      f"({', '.join(keys)}; label_rule or a default changed since): rerun it")
                 if flags.setdefault((r, v), (f, path, now))[2] != now:
