@@ -106,6 +106,7 @@ grid17/40pc_full_lr1e-3_e96 40pc full 0,1,2 --lr 1e-3 --epochs 96 --gamma-nl 1
 grid17/40pc_full_no_anl_lr1e-3_e96_s0 40pc full 0 --lr 1e-3 --epochs 96
 grid17/40pc_full_no_anl_lr1e-3_e96_s1 40pc full 1 --lr 1e-3 --epochs 96
 grid17/40pc_full_no_anl_lr1e-3_e96_s2 40pc full 2 --lr 1e-3 --epochs 96
+grid17/heldout_40pc_full_no_anl_lr1e-3_e96_s3 40pc full 3 --lr 1e-3 --epochs 96
 grid17/all_labels_lr1e-3_e12_s0 1pc all_labels 0 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s1 1pc all_labels 1 --lr 1e-3 --epochs 12
 grid17/all_labels_lr1e-3_e12_s2 1pc all_labels 2 --lr 1e-3 --epochs 12
