@@ -168,12 +168,12 @@ def measure(tmp: Path, regimes=tuple(REGIMES), variants=VARIANTS, seeds=SEEDS, e
         base = rows.get("supervised")
         table[r] = {v: summarize(rows[v], base if v != "supervised" else None) for v in vs}
     seeds = sorted({s for _, ss in plan.values() for s in ss})
+    given = {r: {v: variant_flags(v, r) + list(flags.get((r, v), [])) for v in vs} for r, (vs, _) in plan.items()}
     return {"regimes": table,
             "config": {"base": BASE, "regimes": {r: REGIMES[r] for r in plan}, "extra": list(extra),
-                       "variants": {r: {v: variant_flags(v, r) + list(flags.get((r, v), [])) for v in vs}
-                                    for r, (vs, _) in plan.items()},
-                       "resolved": {r: {v: resolved(r, v, variant_flags(v, r) + list(flags.get((r, v), []))
-                                                    + list(extra)) for v in vs} for r, (vs, _) in plan.items()},
+                       "variants": given,
+                       "resolved": {r: {v: resolved(r, v, f + list(extra)) for v, f in fv.items()}
+                                    for r, fv in given.items()},
                        "seeds": seeds if len({tuple(ss) for _, ss in plan.values()}) == 1 else
                        {r: list(ss) for r, (_, ss) in plan.items()}, "preset": fs.PRESETS["synthetic"],
                        "stage0": {"path": os.path.relpath(stage0, ROOT) if stage0.startswith(str(ROOT)) else stage0,
